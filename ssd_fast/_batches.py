@@ -1,0 +1,114 @@
+"""Turning whatever a user iterates over into (inputs, targets) on the right device.
+
+Shared by the fast path and the reference so that both see exactly the same batches;
+the batch handling is plumbing, not the thing under test.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+Unpack = Callable[[Any], tuple[Any, Any]]
+
+
+def unpack_batch(batch: Any, unpack: Unpack | None, *, label_free: bool) -> tuple[Any, Any]:
+    """Split one batch into (inputs, targets), refusing shapes we would have to guess."""
+    if unpack is not None:
+        out = unpack(batch)
+        if not (isinstance(out, (tuple, list)) and len(out) == 2):
+            raise TypeError(f"unpack must return (inputs, targets); it returned {type(out).__name__}")
+        return out[0], out[1]
+    if isinstance(batch, torch.Tensor):
+        if label_free:
+            return batch, None
+        raise TypeError(
+            "a batch is a single tensor but importance needs targets; yield (inputs, targets), "
+            "pass label_free=True, or pass unpack=lambda b: (inputs, targets)"
+        )
+    if isinstance(batch, (tuple, list)):
+        if len(batch) == 2:
+            return batch[0], batch[1]
+        if len(batch) == 1 and label_free:
+            return batch[0], None
+        raise TypeError(
+            f"a batch has {len(batch)} elements, so which are the inputs and which the targets is "
+            "ambiguous; pass unpack=, for example unpack=lambda b: (b[0], b[2]) for the published "
+            "(x, _, y) layout"
+        )
+    raise TypeError(
+        f"cannot unpack a batch of type {type(batch).__name__}; pass unpack=lambda b: (inputs, targets)"
+    )
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move tensors, possibly nested in tuples, lists and dicts, to `device`."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def call_model(model: nn.Module, inputs: Any) -> torch.Tensor:
+    """model(x), model(*x) or model(**x), depending on how the inputs are packed."""
+    if isinstance(inputs, Mapping):
+        out = model(**inputs)
+    elif isinstance(inputs, (tuple, list)):
+        out = model(*inputs)
+    else:
+        out = model(inputs)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(
+            f"the model returned {type(out).__name__}, not a tensor of outputs; wrap it so that "
+            "forward returns the logits"
+        )
+    return out
+
+
+def count_samples(inputs: Any) -> int:
+    """Batch size: the leading dimension of the first tensor found in the inputs."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() == 0:
+            raise ValueError("inputs are a 0-d tensor; a batch needs a leading batch dimension")
+        return int(inputs.shape[0])
+    values = inputs.values() if isinstance(inputs, Mapping) else inputs
+    if isinstance(values, Iterable):
+        for v in values:
+            try:
+                return count_samples(v)
+            except (TypeError, ValueError):
+                continue
+    raise TypeError(f"cannot find a batch dimension in inputs of type {type(inputs).__name__}")
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    raise ValueError("the model has no parameters")
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the duration, then every module's own train/eval flag restored."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, was_training in flags:
+            m.training = was_training
+
+
+def with_progress(data: Iterable, enabled: bool, desc: str) -> Iterable:
+    if not enabled:
+        return data
+    from tqdm.auto import tqdm
+
+    total = len(data) if hasattr(data, "__len__") else None
+    return tqdm(data, total=total, desc=desc, leave=False, unit="batch")

@@ -1,0 +1,67 @@
+"""Pairing importance tensors with a model's parameters, by name, refusing any mismatch.
+
+The published code zips importances and parameters by position, so a reordered or
+edited model silently dampens the wrong tensors. We pair by name and say exactly what
+does not line up.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the parameter names, shapes and dtypes, in registration order."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
+    return h.hexdigest()[:16]
+
+
+def _preview(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(repr(n) for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def pair_with_model(
+    model: nn.Module,
+    tensors: Mapping[str, torch.Tensor],
+    what: str,
+    *,
+    check_device: bool,
+) -> list[tuple[str, nn.Parameter, torch.Tensor]]:
+    """(name, parameter, importance) for every trainable parameter, or a ValueError.
+
+    Frozen parameters (requires_grad=False) may be present or absent in `tensors`;
+    they are never dampened. Names the model does not have are an error.
+    """
+    params = dict(model.named_parameters())
+    extra = [n for n in tensors if n not in params]
+    missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
+    if extra or missing:
+        parts = []
+        if missing:
+            parts.append(f"missing for parameters {_preview(missing)}")
+        if extra:
+            parts.append(f"given for names the model does not have: {_preview(extra)}")
+        raise ValueError(f"{what} importances do not match the model: " + "; ".join(parts))
+    pairs = []
+    for name, p in params.items():
+        if name not in tensors:
+            continue
+        t = tensors[name]
+        if tuple(t.shape) != tuple(p.shape):
+            raise ValueError(
+                f"{what} importance for {name!r} has shape {tuple(t.shape)}, the parameter has {tuple(p.shape)}"
+            )
+        if check_device and t.device != p.device:
+            raise ValueError(
+                f"{what} importance for {name!r} is on {t.device}, the parameter is on {p.device}; "
+                f"move it with .to({str(p.device)!r})"
+            )
+        if p.requires_grad:
+            pairs.append((name, p, t))
+    return pairs

@@ -1,0 +1,162 @@
+"""Computing importances: the diagonal Fisher estimate SSD compares between D and Df.
+
+The loop is the same for every mode: eval mode, unpack each batch, move it to the
+device, let an accumulator add that batch's contribution, then normalise. The modes
+differ only in the accumulator and the divisor:
+- "batch" (published): squared gradient of each batch's mean loss, averaged over batches;
+- "per_sample": squared per-sample gradients, averaged over samples (ssd_fast.per_sample).
+Gradients come from `torch.autograd.grad`, so the caller's `.grad` fields are untouched.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from . import _ops
+from ._batches import Unpack, call_model, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
+from ._loss import LossFn, batch_loss, check_loss_options
+from ._pairing import model_fingerprint
+from .importances import MODES, Importances
+
+
+class Accumulator(Protocol):
+    """Adds one batch's contribution to the running importance sums, in place."""
+
+    def __call__(self, inputs: object, targets: object, sums: dict[str, torch.Tensor]) -> None: ...
+
+
+def accumulate_squares_(sums: list[torch.Tensor], grads: list[torch.Tensor], *, absolute: bool) -> None:
+    """sums[i] += grads[i]**2 (or |grads[i]|), with the fused kernel where one is built."""
+    by_device: dict[torch.device, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+    for s, g in zip(sums, grads):
+        group = by_device.setdefault(s.device, ([], []))
+        group[0].append(s)
+        group[1].append(g if g.is_contiguous() else g.contiguous())
+    for device, (s_list, g_list) in by_device.items():
+        if _ops.has_kernel(device.type):
+            _ops.sq_accumulate_(s_list, g_list, 1.0, absolute)
+        else:
+            _ops.warn_fallback_once(device.type)
+            for s, g in zip(s_list, g_list):
+                s.add_(g.float().abs() if absolute else g.float().square())
+
+
+class BatchGradientAccumulator:
+    """Published SSD: the squared gradient of the batch's mean loss."""
+
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None):
+        self.model = model
+        self.names = list(params)
+        self.params = list(params.values())
+        self.label_free = label_free
+        self.loss_fn = loss_fn
+
+    def __call__(self, inputs: object, targets: object, sums: dict[str, torch.Tensor]) -> None:
+        loss = batch_loss(call_model(self.model, inputs), targets, label_free=self.label_free, loss_fn=self.loss_fn)
+        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        used = [(sums[n], g) for n, g in zip(self.names, grads) if g is not None]
+        if used:
+            accumulate_squares_([s for s, _ in used], [g for _, g in used], absolute=self.label_free)
+
+
+def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None):
+    if mode == "batch":
+        return BatchGradientAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
+    try:
+        from .per_sample import PerSampleAccumulator
+    except ImportError as e:
+        raise NotImplementedError("mode='per_sample' is not available in this build") from e
+    return PerSampleAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
+
+
+def _check_arguments(model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(label_free, bool):
+        raise TypeError(f"label_free must be a bool, got {label_free!r}")
+    check_loss_options(label_free, loss_fn)
+    if unpack is not None and not callable(unpack):
+        raise TypeError(f"unpack must be callable, got {type(unpack).__name__}")
+    if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str, bytes)):
+        raise TypeError(
+            f"data must be a DataLoader or another iterable of batches, got {type(data).__name__}"
+        )
+
+
+def importance(
+    model: nn.Module,
+    data: Iterable,
+    *,
+    mode: str = "batch",
+    label_free: bool = False,
+    loss_fn: LossFn | None = None,
+    unpack: Unpack | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Importances:
+    """Estimate each parameter's importance (diagonal Fisher) on `data`.
+
+    Args:
+        model: the trained model. It runs in eval mode here (BatchNorm uses running
+            statistics, dropout is off); each module's own mode is restored afterwards,
+            and `.grad` fields are left as they were.
+        data: a DataLoader or any iterable of batches. `(x, y)` batches work as they
+            are; anything else needs `unpack`.
+        mode: "batch" (the published estimate, which depends on the batch size) or
+            "per_sample" (the empirical Fisher, independent of batch size).
+        label_free: LFSSD: use mean ||f(x)||^2 as the objective and accumulate |g|.
+        loss_fn: `loss_fn(outputs, targets) -> scalar`; cross-entropy by default.
+        unpack: maps a batch to `(inputs, targets)`. Inputs may be a tensor, a tuple
+            (passed as positional arguments) or a dict (keyword arguments).
+        device: where to compute; defaults to the device of the model's parameters.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Importances with one fp32 tensor per named parameter (zeros for frozen ones),
+        on the parameters' devices, with the mode, sample and batch counts, batch size
+        and model fingerprint recorded.
+    """
+    _check_arguments(model, data, mode, label_free, loss_fn, unpack)
+    device = torch.device(device) if device is not None else model_device(model)
+    all_params = dict(model.named_parameters())
+    trainable = {n: p for n, p in all_params.items() if p.requires_grad}
+    if not trainable:
+        raise ValueError("the model has no parameters with requires_grad=True, so nothing has an importance")
+    sums = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in all_params.items()}
+    accumulate = _make_accumulator(mode, model, trainable, label_free, loss_fn)
+
+    n_samples = n_batches = 0
+    batch_size = None
+    try:
+        with eval_mode(model), torch.enable_grad():
+            for batch in with_progress(data, progress, desc=f"importance ({mode})"):
+                inputs, targets = unpack_batch(batch, unpack, label_free=label_free)
+                inputs, targets = to_device(inputs, device), to_device(targets, device)
+                size = count_samples(inputs)
+                batch_size = size if batch_size is None else batch_size
+                accumulate(inputs, targets, sums)
+                n_samples += size
+                n_batches += 1
+    finally:
+        close = getattr(accumulate, "close", None)  # accumulators that install hooks remove them
+        if close is not None:
+            close()
+    if n_batches == 0 or n_samples == 0:
+        raise ValueError("data yielded no samples, so there is nothing to estimate importance from")
+
+    divisor = n_batches if mode == "batch" else n_samples
+    torch._foreach_div_(list(sums.values()), float(divisor))
+    return Importances(
+        sums,
+        mode=mode,
+        label_free=label_free,
+        n_samples=n_samples,
+        n_batches=n_batches,
+        batch_size=batch_size,
+        fingerprint=model_fingerprint(model),
+    )

@@ -1,0 +1,161 @@
+"""`Importances`: a validated, read-only map from parameter name to an fp32 importance tensor.
+
+It carries what is needed to use it correctly later: how it was computed (mode,
+label-free or not, the batch size, which batch-mode results depend on), how much data
+went in, and a fingerprint of the model it was computed for. It is validated once, at
+construction, so that `dampen` can trust it; files are safetensors, so loading one
+executes no code.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._pairing import model_fingerprint, pair_with_model
+
+MODES = ("batch", "per_sample")
+_FILE_FORMAT = "ssd_fast.importances"
+_FILE_VERSION = "1"
+
+
+def _check_count(name: str, value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
+    return value
+
+
+def _check_tensors(tensors: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"importances must be a mapping from parameter name to tensor, got {type(tensors).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if not isinstance(name, str):
+            raise TypeError(f"importance names must be str, got {name!r}")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"importance {name!r} is a {type(t).__name__}, not a tensor")
+        if not (t.is_floating_point() or t.dtype in (torch.int32, torch.int64)):
+            raise TypeError(f"importance {name!r} has dtype {t.dtype}; expected a floating tensor")
+        out[name] = t.detach().to(torch.float32)
+    _check_values(out)
+    return out
+
+
+def _check_values(tensors: dict[str, torch.Tensor]) -> None:
+    """Every value finite and non-negative; one device sync for the whole set."""
+    if not tensors:
+        return
+    flags = [torch.stack([torch.isfinite(t).all(), (t >= 0).all()]).cpu() for t in tensors.values()]
+    for name, (finite, nonneg) in zip(tensors, torch.stack(flags).tolist()):
+        if not finite:
+            raise ValueError(f"importance {name!r} contains NaN or inf")
+        if not nonneg:
+            raise ValueError(f"importance {name!r} contains negative values; a Fisher diagonal is >= 0")
+
+
+class Importances(Mapping[str, torch.Tensor]):
+    """Per-parameter importance (a diagonal Fisher estimate), keyed by parameter name.
+
+    Build one with `ssd_fast.importance(model, data)`, from a dict with
+    `Importances(tensors, mode=..., n_samples=...)`, or with `Importances.load(path)`.
+    Values are fp32 and must not be modified in place.
+    """
+
+    __slots__ = ("_tensors", "mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")
+
+    def __init__(
+        self,
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        mode: str = "batch",
+        label_free: bool = False,
+        n_samples: int | None = None,
+        n_batches: int | None = None,
+        batch_size: int | None = None,
+        fingerprint: str | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if not isinstance(label_free, bool):
+            raise TypeError(f"label_free must be a bool, got {label_free!r}")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise TypeError(f"fingerprint must be a str or None, got {fingerprint!r}")
+        self._tensors = _check_tensors(tensors)
+        self.mode = mode
+        self.label_free = label_free
+        self.n_samples = _check_count("n_samples", n_samples)
+        self.n_batches = _check_count("n_batches", n_batches)
+        self.batch_size = _check_count("batch_size", batch_size)
+        self.fingerprint = fingerprint
+
+    # Mapping protocol: read-only by construction.
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._tensors[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    def metadata(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")}
+
+    def __repr__(self) -> str:
+        numel = sum(t.numel() for t in self._tensors.values())
+        meta = ", ".join(f"{k}={v!r}" for k, v in self.metadata().items() if v is not None)
+        return f"Importances({len(self)} tensors, {numel:,} values, {meta})"
+
+    def to(self, device: torch.device | str) -> Importances:
+        """A copy with every tensor on `device` (dampen needs them beside the parameters)."""
+        return Importances({k: v.to(device) for k, v in self._tensors.items()}, **self.metadata())
+
+    def check_model(self, model: nn.Module) -> None:
+        """Raise ValueError unless these importances pair by name and shape with `model`."""
+        pair_with_model(model, self, "these", check_device=False)
+
+    def matches_fingerprint(self, model: nn.Module) -> bool:
+        return self.fingerprint is None or self.fingerprint == model_fingerprint(model)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a safetensors file holding the tensors and the metadata."""
+        from safetensors.torch import save_file
+
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self._tensors.items()}
+        header = {"format": _FILE_FORMAT, "version": _FILE_VERSION, "meta": json.dumps(self.metadata())}
+        save_file(tensors, os.fspath(path), metadata=header)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, *, model: nn.Module | None = None, device: torch.device | str = "cpu"
+    ) -> Importances:
+        """Read a file written by `save`. Executes no code; checks it against `model` if given."""
+        from safetensors import safe_open
+
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"no importance file at {path!r}")
+        try:
+            with safe_open(path, framework="pt", device=str(device)) as f:
+                header = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as e:  # safetensors raises several types for a damaged file
+            raise ValueError(f"{path!r} is not a readable safetensors file ({e})") from e
+        if header.get("format") != _FILE_FORMAT:
+            raise ValueError(f"{path!r} is a safetensors file but not one written by ssd_fast.Importances.save")
+        if header.get("version") != _FILE_VERSION:
+            raise ValueError(f"{path!r} has importance file version {header.get('version')!r}; expected {_FILE_VERSION}")
+        try:
+            meta = json.loads(header["meta"])
+            out = cls(tensors, **meta)
+        except (KeyError, TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path!r} has a damaged metadata header ({e})") from e
+        if model is not None:
+            out.check_model(model)
+        return out
