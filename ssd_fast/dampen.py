@@ -9,12 +9,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import Union
+from typing import Literal, Union
 
 import torch
 from torch import nn
 
 from . import _ops, reference
+from ._auto_alpha import resolve_auto_alpha
 from ._pairing import pair_with_model
 from .importance import importance
 from .importances import Importances
@@ -26,7 +27,16 @@ ImportanceSource = Union[Importances, Mapping[str, torch.Tensor], Iterable]
 Pair = tuple[str, nn.Parameter, torch.Tensor, torch.Tensor]  # name, parameter, forget, full
 
 
-def _check_hyper(alpha: float, lam: float, backend: str) -> tuple[float, float]:
+AUTO = "auto"
+
+
+def _check_hyper(alpha: float | str, lam: float, backend: str) -> tuple[float | str, float]:
+    """Validates the hyper-parameters; alpha="auto" passes through, resolved later from the data."""
+    if isinstance(alpha, str):
+        if alpha != AUTO:
+            raise ValueError(f"alpha must be a number or 'auto', got {alpha!r}")
+        _check_hyper(1.0, lam, backend)
+        return AUTO, float(lam)
     for name, value in (("alpha", alpha), ("lam", lam)):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number, got {value!r}")
@@ -119,7 +129,7 @@ def dampen(
     forget: ImportanceSource,
     full: ImportanceSource,
     *,
-    alpha: float = 10.0,
+    alpha: float | Literal["auto"] = 10.0,
     lam: float = 1.0,
     backend: str = "auto",
 ) -> DampenReport:
@@ -134,7 +144,11 @@ def dampen(
         forget: importances on the forget set Df: `Importances`, a dict of tensors keyed
             by parameter name, or data (then computed with `ssd_fast.importance`).
         full: importances on the full training set D, in the same forms.
-        alpha: selection threshold (> 0). The paper uses 10 for ResNet18.
+        alpha: selection threshold (> 0). The paper uses 10 for ResNet18. "auto" uses
+            ASSD's rule (Schoepf, Foster and Brintrup, 2024): the
+            (100 - ln(1 + 100 |Df| / |D|))-th percentile of f/d over finite ratios, with
+            |Df| and |D| read from the importances' `n_samples` (so both must be
+            Importances that carry it). The resolved number is in the report.
         lam: dampening strength (>= 0). The paper uses 1.
         backend: "auto" (compiled kernel for the parameters' device, else the reference
             with a warning), "cpu", "cuda", or "reference".
@@ -154,6 +168,8 @@ def dampen(
         _check_compatible(forget_imp, full_imp)
     pairs = _pairs(model, forget_imp, full_imp)
     backends = _choose_backends(pairs, backend)
+    if alpha == AUTO:  # resolved from the data, still before the first write
+        alpha = resolve_auto_alpha(forget_imp, full_imp, [(f, d) for _, _, f, d in pairs])
 
     start = time.perf_counter()
     counts: dict[str, int] = {}
