@@ -59,6 +59,42 @@ def _check_values(tensors: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"importance {name!r} contains negative values; a Fisher diagonal is >= 0")
 
 
+def _sum_or_none(values: Iterator[int | None]) -> int | None:
+    values = list(values)
+    return None if any(v is None for v in values) else sum(values)
+
+
+def _check_mergeable(parts: tuple[Importances, ...]) -> None:
+    """Refuse to average importances that are not on the same scale or the same model."""
+    first = parts[0]
+    for i, part in enumerate(parts[1:], start=1):
+        if not isinstance(part, Importances):
+            raise TypeError(f"merge takes Importances, argument {i} is a {type(part).__name__}")
+        for key in ("mode", "label_free"):
+            if getattr(part, key) != getattr(first, key):
+                raise ValueError(f"cannot merge importances with different {key}: {getattr(first, key)!r} vs {getattr(part, key)!r}")
+        if first.mode == "batch" and None not in (first.batch_size, part.batch_size) and first.batch_size != part.batch_size:
+            raise ValueError(
+                f"cannot merge batch-mode importances of batch size {first.batch_size} and {part.batch_size}: "
+                "the batch-mode estimate's scale depends on the batch size"
+            )
+        if None not in (first.fingerprint, part.fingerprint) and first.fingerprint != part.fingerprint:
+            raise ValueError("cannot merge importances computed for different models (fingerprint mismatch)")
+        if set(part) != set(first):
+            raise ValueError("cannot merge importances over different parameter names")
+        for name, t in first.items():
+            if part[name].shape != t.shape:
+                raise ValueError(f"cannot merge: {name!r} has shape {tuple(t.shape)} vs {tuple(part[name].shape)}")
+    key = "n_batches" if first.mode == "batch" else "n_samples"
+    for i, part in enumerate(parts):
+        count = getattr(part, key)
+        if not count:
+            raise ValueError(
+                f"merging {first.mode}-mode importances weights each part by {key}, but part {i} has "
+                f"{key}={count!r}; compute it with ssd_fast.importance() or pass {key}= when building it"
+            )
+
+
 class Importances(Mapping[str, torch.Tensor]):
     """Per-parameter importance (a diagonal Fisher estimate), keyed by parameter name.
 
@@ -122,6 +158,51 @@ class Importances(Mapping[str, torch.Tensor]):
 
     def matches_fingerprint(self, model: nn.Module) -> bool:
         return self.fingerprint is None or self.fingerprint == model_fingerprint(model)
+
+    def merge(self, *others: Importances) -> Importances:
+        """The importance over the union of the data behind `self` and `others`.
+
+        Each result is a mean: over batches in "batch" mode, over samples in "per_sample"
+        mode. So the union is the mean weighted by those counts, exactly what one
+        `importance()` call over all the data (the batches one after the other) gives:
+        batch mode weights by `n_batches`, per_sample mode by `n_samples`. Returns a new
+        object; raises ValueError when the parts were computed differently (mode,
+        objective, batch size, model) or lack the counts needed to weight them.
+        """
+        parts = (self, *others)
+        _check_mergeable(parts)
+        key = "n_batches" if self.mode == "batch" else "n_samples"
+        weights = [getattr(part, key) for part in parts]
+        total = float(sum(weights))
+        merged = {}
+        for name, t in self._tensors.items():
+            acc = torch.zeros_like(t)
+            for part, w in zip(parts, weights):
+                acc.add_(part[name].to(t.device), alpha=w / total)
+            merged[name] = acc
+        meta = self.metadata()
+        meta["n_samples"] = _sum_or_none(part.n_samples for part in parts)
+        meta["n_batches"] = _sum_or_none(part.n_batches for part in parts)
+        return Importances(merged, **meta)
+
+    def update(self, model: nn.Module, data: Any, **kwargs: Any) -> Importances:
+        """Add more data to a stored importance: compute it on `data` the same way, then merge.
+
+        `model` must be the model these importances belong to (checked by fingerprint).
+        Extra keyword arguments go to `ssd_fast.importance` (unpack, loss_fn, device,
+        progress); mode and label_free are taken from these importances.
+        """
+        from .importance import importance  # importance.py imports this module
+
+        for key in ("mode", "label_free"):
+            if key in kwargs:
+                raise TypeError(f"update() takes {key} from the stored importances; do not pass {key}=")
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not self.matches_fingerprint(model):
+            raise ValueError("these importances were computed for a different model (fingerprint mismatch)")
+        extra = importance(model, data, mode=self.mode, label_free=self.label_free, **kwargs)
+        return self.merge(extra)
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a safetensors file holding the tensors and the metadata."""
