@@ -1,0 +1,171 @@
+"""ssd_fast.tune: exact restores between trials, the choice left in the model, clean failures."""
+from __future__ import annotations
+
+import copy
+import importlib
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ssd_fast
+from ssd_fast import reference
+from ssd_fast._tune_target import ForgetTarget
+from ssd_fast.tune import Trial, _choose, tune
+
+# The module, not the function: ssd_fast/__init__ may export `tune`, which shadows the attribute.
+tune_module = importlib.import_module("ssd_fast.tune")
+
+CLASSES = 4
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % CLASSES
+    centers = torch.randn(CLASSES, 12, generator=torch.Generator().manual_seed(99)) * 2
+    return centers[y] + torch.randn(n, 12, generator=g), y
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, CLASSES))
+    x, y = _data(400, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+def _setup(model: nn.Module):
+    x, y = _data(400, 1)
+    forget, retain = y == 0, y != 0
+    loader = lambda m, bs=32: DataLoader(TensorDataset(x[m], y[m]), batch_size=bs)
+    full_imp = ssd_fast.importance(model, loader(torch.ones_like(y, dtype=torch.bool)), progress=False)
+    forget_imp = ssd_fast.importance(model, loader(forget), progress=False)
+    return forget_imp, full_imp, loader(forget, 64), loader(retain, 64)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_equal_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    original = _state(model)
+    calls = []
+
+    def checking_dampen(m, *args, **kwargs):
+        _assert_equal_state(_state(m), original)  # bit-for-bit the original before each trial
+        calls.append(kwargs["alpha"])
+        return ssd_fast.dampen(m, *args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "dampen", checking_dampen)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 3, 10, 30, 100], lams=(1.0, 0.1))
+    assert len(calls) == len(result.trials) + 1  # every trial, then the final dampen
+    assert result.satisfied and result.alpha is not None
+    assert result.forget_acc <= result.target.bound and result.target.bound == pytest.approx(1 / CLASSES)
+    assert result.retain_acc >= result.original_retain_acc - 0.02
+    expected = _copy(trained)
+    reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=result.alpha, lam=result.lam)
+    _assert_equal_state(_state(model), _state(expected))
+    assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(result.trials)
+
+
+def test_bisection_adds_trials_between_grid_points(trained) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[1, 1000], lams=(1.0,), refine_steps=3, include_auto=False)
+    assert len(result.trials) > 2
+    assert all(1 <= t.alpha <= 1000 for t in result.trials)
+
+
+def test_a_failure_mid_search_leaves_the_model_as_it_was(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    original = _state(model)
+    runs = {"n": 0}
+    real_run = tune_module._Search.run
+
+    def failing_run(self, alpha, lam):
+        runs["n"] += 1
+        if runs["n"] == 3:
+            raise RuntimeError("boom")
+        return real_run(self, alpha, lam)
+
+    monkeypatch.setattr(tune_module._Search, "run", failing_run)
+    with pytest.raises(RuntimeError, match="boom"):
+        tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval)
+    _assert_equal_state(_state(model), original)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(alphas=[0, 1]), ValueError, "> 0"),
+        (dict(alphas=[float("nan")]), ValueError, "finite"),
+        (dict(lams=[-1.0]), ValueError, ">= 0"),
+        (dict(lams=[]), ValueError, "empty"),
+        (dict(max_retain_drop=2.0), ValueError, "fraction"),
+        (dict(max_trials=0), ValueError, "max_trials"),
+        (dict(forget_eval=[]), ValueError, "no samples"),
+        (dict(forget_eval=torch.zeros(3)), TypeError, "forget_eval"),
+        (dict(full_class=False), ValueError, "target_forget_acc"),
+        (dict(backend="tpu"), ValueError, "backend"),
+        (dict(forget={"0.weight": torch.zeros(32, 12)}), ValueError, "missing"),
+    ],
+)
+def test_bad_input_raises_before_the_model_is_touched(trained, kwargs, error, match) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    args = dict(forget=forget_imp, full=full_imp, forget_eval=forget_eval, retain_eval=retain_eval)
+    args.update(kwargs)
+    original = _state(model)
+    with pytest.raises(error, match=match):
+        tune(model, args.pop("forget"), args.pop("full"), **args)
+    _assert_equal_state(_state(model), original)
+
+
+def _trial(alpha, forget, retain, *, lam=1.0, selected=10, bound=0.1, floor=0.88) -> Trial:
+    return Trial(alpha, lam, selected, forget, retain, forget <= bound, retain >= floor, False)
+
+
+def test_choice_prefers_closest_to_aim_then_retain_then_alpha() -> None:
+    target = ForgetTarget(aim=0.0, bound=0.1, source="test")
+    trials = [_trial(3, 0.0, 0.89), _trial(10, 0.005, 0.95), _trial(30, 0.08, 0.97), _trial(100, 0.5, 0.99)]
+    choice, ok = _choose(trials, target, tolerance=0.01)
+    assert ok and choice.alpha == 10  # 0.005 is within tolerance of the best 0.0; better retain wins
+
+
+def test_choice_falls_back_to_best_effort_or_to_no_change() -> None:
+    target = ForgetTarget(aim=0.0, bound=0.1, source="test")
+    choice, ok = _choose([_trial(3, 0.0, 0.5), _trial(30, 0.6, 0.95), _trial(100, 0.9, 0.99)], target, 0.01)
+    assert not ok and choice.alpha == 30  # keeps retain, closest to the aim
+    choice, ok = _choose([_trial(3, 0.0, 0.5)], target, 0.01)
+    assert not ok and choice is None
+
+
+def test_default_target_needs_a_proxy_when_not_full_class(trained) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    x, y = _data(200, 7)
+    unseen = DataLoader(TensorDataset(x[y == 0], y[y == 0]), batch_size=50)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  full_class=False, unseen_eval=unseen, alphas=[1, 10, 100], lams=(1.0,), refine_steps=0)
+    assert result.target.source.startswith("original model's accuracy on unseen_eval")
+    assert result.target.bound == pytest.approx(result.target.aim + 0.01)
+
