@@ -154,7 +154,7 @@ class Importances(Mapping[str, torch.Tensor]):
 
     def check_model(self, model: nn.Module) -> None:
         """Raise ValueError unless these importances pair by name and shape with `model`."""
-        pair_with_model(model, self, "these", check_device=False)
+        pair_with_model(model, self, "the", check_device=False)
 
     def matches_fingerprint(self, model: nn.Module) -> bool:
         return self.fingerprint is None or self.fingerprint == model_fingerprint(model)
