@@ -108,11 +108,20 @@ def importance(
         data: a DataLoader or any iterable of batches. `(x, y)` batches work as they
             are; anything else needs `unpack`.
         mode: "batch" (the published estimate, which depends on the batch size) or
-            "per_sample" (the empirical Fisher, independent of batch size).
-        label_free: LFSSD: use mean ||f(x)||^2 as the objective and accumulate |g|.
-        loss_fn: `loss_fn(outputs, targets) -> scalar`; cross-entropy by default.
+            "per_sample" (the empirical Fisher (1/N) sum_i (grad loss_i)^2, the same up to
+            float rounding for any batch size and data order; see ssd_fast.per_sample).
+            Per-sample gradients need samples that do not interact, which is why
+            BatchNorm must use running statistics (eval mode, as here).
+        label_free: LFSSD: use mean ||f(x)||^2 as the objective and accumulate |g|
+            (per_sample: |grad ||f(x_i)||^2| per sample).
+        loss_fn: `loss_fn(outputs, targets) -> scalar`; cross-entropy by default. In
+            per_sample mode it must return a [B] tensor of per-sample losses instead
+            (e.g. reduction="none").
         unpack: maps a batch to `(inputs, targets)`. Inputs may be a tensor, a tuple
-            (passed as positional arguments) or a dict (keyword arguments).
+            (passed as positional arguments) or a dict (keyword arguments). In
+            per_sample mode the targets may be `ssd_fast.per_sample.Weighted(targets,
+            weight)` (per-sample weights) or `PerClass(weight)` (an expectation over
+            classes; `PerClass()` gives the true Fisher of the model's own predictions).
         device: where to compute; defaults to the device of the model's parameters.
         progress: show a tqdm progress bar.
 

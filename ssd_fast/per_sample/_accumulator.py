@@ -161,8 +161,16 @@ class PerSampleAccumulator:
     def _checked_forward(self, inputs: Any, n: int) -> torch.Tensor:
         """Forward, moving whatever a rule cannot cover exactly to the fallback first."""
         while True:
-            outputs = self._forward(inputs, n)
-            problems = self._problems(outputs, inputs)
+            try:
+                outputs = self._forward(inputs, n)
+            except Exception:
+                if self._verified or not self.plan.bare:
+                    raise
+                # The model cannot take per-sample copies of its bare parameters at all.
+                why = "giving it a per-sample leading dim breaks the forward pass"
+                outputs, problems = None, {full: why for full in self.plan.bare}
+            else:
+                problems = self._problems(outputs, inputs)
             if not problems:
                 self._verified = True
                 return outputs
