@@ -51,4 +51,4 @@ def conv_rule(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, 
         cols = F.unfold(x[s], **geometry)  # [c, in * k, L], channel-major so groups are contiguous
         cols = cols.reshape(c * groups, -1, length).transpose(1, 2)  # [c*G, L, in/G * k]
         g = torch.bmm(dy[s].reshape(c * groups, c_out // groups, length), cols)  # [c*G, out/G, in/G * k]
-        add_power_sum_(out["weight"], g.reshape(c, -1), absolute=absolute)
+        add_power_sum_(out["weight"], g.reshape(c, -1), absolute=absolute, owned=True)

@@ -43,4 +43,4 @@ def _tokens(x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, 
     d_out = dy.shape[-1]
     size = chunk_size(d_out * d_in, n, budget=budget, activations=x.numel() + dy.numel())
     for s in sample_chunks(n, size):
-        add_power_sum_(out["weight"], torch.bmm(dy[s].transpose(1, 2), x[s]), absolute=absolute)
+        add_power_sum_(out["weight"], torch.bmm(dy[s].transpose(1, 2), x[s]), absolute=absolute, owned=True)

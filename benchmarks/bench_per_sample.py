@@ -1,0 +1,216 @@
+"""Per-sample Fisher: ssd_fast's per-layer rules against torch.func vmap(grad), side by side.
+
+Each method runs in its own process on the same synthetic batch, so that every peak
+memory figure is that method's own: peak RSS above the process's footprint after setup
+(CPU), or peak allocated CUDA memory above what the model and data hold (GPU). The
+table reports throughput, the ratio to one plain forward+backward at the same batch
+size, and peak extra memory. Methods:
+- plain:      one forward+backward of the batch-mean loss (the cost floor);
+- per_sample: ssd_fast.per_sample.PerSampleAccumulator on the batch;
+- vmap:       torch.func vmap(grad) over all parameters, squared and summed;
+- loop:       a batch-size-1 loop with autograd.grad and _foreach_addcmul_.
+
+    python benchmarks/bench_per_sample.py                         # CPU defaults, a few minutes
+    python benchmarks/bench_per_sample.py --models resnet18 --batch 256 --device cuda --json $OUT/ps.json
+It runs on CUDA when available (--device auto). Not part of CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METHODS = ("plain", "per_sample", "vmap", "loop")
+
+
+# ---- models ------------------------------------------------------------------------------
+class Block(nn.Module):
+    """Pre-norm transformer block: attention through SDPA, then a GELU MLP."""
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        x = x + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, t, d))
+        return x + self.mlp(self.norm2(x))
+
+
+class ViT(nn.Module):
+    """ViT with a conv patch embedding, a cls token and a learned position embedding.
+
+    ViT-S/16 is dim 384, depth 12, 6 heads (22M parameters at 224x224).
+    """
+
+    def __init__(self, image: int = 224, patch: int = 16, dim: int = 384, depth: int = 12, heads: int = 6, classes: int = 100):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim).normal_(std=0.02))
+        self.pos_embed = nn.Parameter(torch.zeros(1, (image // patch) ** 2 + 1, dim).normal_(std=0.02))
+        self.blocks = nn.Sequential(*[Block(dim, heads) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
+def build(name: str, args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...]]:
+    if name == "resnet18":
+        from ssd_fast.models import cifar_resnet18
+
+        return cifar_resnet18(100), (3, 32, 32)
+    if name == "vit_s16":
+        return ViT(image=args.vit_image, depth=args.vit_depth), (3, args.vit_image, args.vit_image)
+    raise ValueError(f"unknown model {name!r}")
+
+
+# ---- methods -----------------------------------------------------------------------------
+def run_plain(model, params, x, y):
+    torch.autograd.grad(F.cross_entropy(model(x), y), list(params.values()))
+
+
+def run_per_sample(model, params, x, y, sums):
+    from ssd_fast.per_sample import PerSampleAccumulator
+
+    acc = PerSampleAccumulator(model, params)
+    try:
+        acc(x, y, sums)
+    finally:
+        acc.close()
+
+
+def run_vmap(model, params, x, y, sums):
+    from torch.func import functional_call, grad, vmap
+
+    def loss(p, xi, yi):
+        return F.cross_entropy(functional_call(model, p, (xi.unsqueeze(0),)), yi.unsqueeze(0))
+
+    grads = vmap(grad(loss), in_dims=(None, 0, 0))({n: p.detach() for n, p in params.items()}, x, y)
+    for n, g in grads.items():
+        sums[n].add_(g.square().sum(0))
+
+
+def run_loop(model, params, x, y, sums):
+    names, tensors = list(params), list(params.values())
+    acc = [sums[n] for n in names]
+    for i in range(len(x)):
+        g = torch.autograd.grad(F.cross_entropy(model(x[i : i + 1]), y[i : i + 1]), tensors)
+        torch._foreach_addcmul_(acc, g, g)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One method on one model, in this process: time and peak extra memory."""
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model, shape = build(args.model, args)
+    model = model.to(device).eval()
+    params = dict(model.named_parameters())
+    batch = args.vit_batch if args.model == "vit_s16" else args.batch
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+    sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    fn = {"plain": lambda: run_plain(model, params, x, y), "per_sample": lambda: run_per_sample(model, params, x, y, sums),
+          "vmap": lambda: run_vmap(model, params, x, y, sums), "loop": lambda: run_loop(model, params, x, y, sums)}[args.method]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        sync()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        base = _rss_bytes()
+    times = []
+    with torch.enable_grad():
+        for _ in range(args.repeats + 1):  # the first run warms up and is not timed
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
+    best = min(times[1:]) if args.repeats else times[0]
+    return {"model": args.model, "method": args.method, "batch": batch, "device": str(device),
+            "seconds": best, "samples_per_s": batch / best, "peak_extra_mb": max(peak, 0) / 2**20,
+            "params_m": sum(p.numel() for p in params.values()) / 1e6}
+
+
+# ---- driver ------------------------------------------------------------------------------
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="resnet18,vit_s16")
+    p.add_argument("--methods", default="plain,per_sample,vmap")
+    p.add_argument("--batch", type=int, default=64, help="ResNet18 batch size")
+    p.add_argument("--vit-batch", type=int, default=8)
+    p.add_argument("--vit-image", type=int, default=224)
+    p.add_argument("--vit-depth", type=int, default=12)
+    p.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up; the best is kept")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--method", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    return args
+
+
+def main() -> None:
+    args = parse()
+    if args.child:
+        print(json.dumps(child(args)))
+        return
+    forwarded = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    results = []
+    for model in args.models.split(","):
+        for method in args.methods.split(","):
+            cmd = [sys.executable, __file__, *forwarded, "--device", args.device, "--child", "--model", model, "--method", method]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{model} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(_row(results[-1], results), flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device_name": _device_name(args.device), "results": results}, f, indent=2)
+
+
+def _row(r: dict, results: list[dict]) -> str:
+    plain = next((q for q in results if q["model"] == r["model"] and q["method"] == "plain"), None)
+    ratio = f"{r['seconds'] / plain['seconds']:.2f}x plain" if plain else ""
+    return (f"{r['model']:9s} {r['method']:10s} bs {r['batch']:4d} {r['device']:5s} {r['seconds']*1e3:9.1f} ms "
+            f"{r['samples_per_s']:9.1f} samples/s {ratio:>12s}  peak extra {r['peak_extra_mb']:8.1f} MB")
+
+
+def _device_name(device: str) -> str:
+    return torch.cuda.get_device_name() if device.startswith("cuda") else f"cpu ({os.cpu_count()} cores)"
+
+
+if __name__ == "__main__":
+    main()
