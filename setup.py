@@ -51,7 +51,8 @@ def _extension():
     from torch.utils import cpp_extension
 
     sources = ["csrc/ssd_fast.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = ["-O3", "-ffp-contract=off", "-DSSD_FAST_PYTHON_MODULE"]
+    # -fno-trapping-math lets GCC vectorize the branch-free selects; IEEE results are unchanged.
+    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-DSSD_FAST_PYTHON_MODULE"]
     use_cuda, why = _want_cuda(cpp_extension.CUDA_HOME)
     if not use_cuda:
         print(f"ssd_fast: building CPU kernels only ({why})")

@@ -20,14 +20,17 @@ constexpr int64_t kGrain = 1 << 16;
 template <typename scalar_t>
 int64_t select_dampen_range(scalar_t* p, const float* f, const float* d, int64_t begin, int64_t end,
                             float alpha, float lam) {
-  // A branch-free body the compiler turns into compares and blends; int32 lanes keep
-  // the count vectorizable (a range never exceeds kGrain * threads elements per call).
+  // A branch-free body (built with -fno-trapping-math) that GCC turns into compares
+  // and blends: every element is loaded once, and the old value is stored back unchanged
+  // where nothing is selected.
   int64_t count = 0;
   for (int64_t j = begin; j < end; ++j) {
-    const bool sel = is_selected(f[j], d[j], alpha);
-    const scalar_t out = dampened_value(p[j], f[j], d[j], lam);
-    p[j] = sel ? out : p[j];
-    count += static_cast<int32_t>(sel);
+    const scalar_t old = p[j];
+    const float fj = f[j], dj = d[j];
+    const bool sel = is_selected(fj, dj, alpha);
+    const scalar_t out = dampened_value(old, fj, dj, lam);
+    p[j] = sel ? out : old;
+    count += sel;
   }
   return count;
 }

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# The one script for the lent GPU machine (H100/H200, torch 2.11 cu130, no network):
+# build against that machine's torch, run the CUDA tests, run the GPU benchmarks, and
+# write everything under $OUT. Budget: about 5 minutes.
+#
+#   device run:  bash benchmarks/gpu_check.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/ssd_fast_gpu}
+mkdir -p "$OUT"
+export CUDA_HOME=${CUDA_HOME:-/usr/local/cuda} TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} PYTHONUNBUFFERED=1
+PY=${PYTHON:-python3}
+
+step() { echo "== $* ($(date +%T))"; }
+
+step "device"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$OUT/device.txt"
+$PY -c 'import torch; print("torch", torch.__version__, torch.cuda.get_device_name())' | tee -a "$OUT/device.txt"
+
+step "build"
+if ! $PY -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2>&1; then
+  tail -40 "$OUT/build.log"; exit 1
+fi
+$PY -c 'from ssd_fast import _ops; assert _ops.has_kernel("cuda"), _ops.LOAD_ERROR; print("CUDA kernels loaded")'
+
+step "tests (CUDA cases run here; everything else too, as a cross-check)"
+timeout 150 $PY -m pytest -q -x -p no:cacheprovider tests/test_ops.py tests/test_dampen.py tests/test_importance.py \
+  tests/test_bad_input.py --junitxml="$OUT/tests.xml" 2>&1 | tail -15
+tests_rc=${PIPESTATUS[0]}
+
+step "kernel benchmarks"
+timeout 150 $PY benchmarks/kernel_bench.py --device cuda --repeats 50 --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt"
+
+if [ -f benchmarks/bench_per_sample.py ]; then
+  step "per-sample benchmark"
+  timeout 90 $PY benchmarks/bench_per_sample.py --device cuda --json "$OUT/per_sample.json" 2>&1 | tail -20
+fi
+
+step "done: tests exit $tests_rc"
+exit "$tests_rc"

@@ -1,0 +1,152 @@
+"""Side-by-side timings of select-and-dampen and squared-gradient accumulation.
+
+Every implementation in benchmarks/impls.py runs on the same parameter list in one
+process, next to a measured memory-copy bandwidth, so that the figures are ratios taken
+in one run, and the floor (bytes that must move / copy bandwidth) is measured, not assumed.
+
+    python benchmarks/kernel_bench.py --device cpu --models resnet18 --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+import ssd_fast
+from ssd_fast.models import cifar_resnet18
+
+try:
+    from . import impls
+    from .workloads import SHAPES, make_workload
+except ImportError:  # run as a script
+    import impls  # type: ignore[no-redef]
+    from workloads import SHAPES, make_workload  # type: ignore[no-redef]
+
+ALPHA, LAM = 10.0, 1.0
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_median(fn: Callable[[], None], setup: Callable[[], None], device: str, repeats: int, warmup: int = 2) -> float:
+    """Median seconds of fn(), with setup() run (untimed) before each call."""
+    for _ in range(warmup):
+        setup()
+        fn()
+    times = []
+    for _ in range(repeats):
+        setup()
+        sync(device)
+        if device == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device: str, repeats: int) -> float:
+    """Bytes per second of a large device copy, counting bytes read plus bytes written."""
+    n = 64 * 2**20  # 256 MB of fp32: far beyond any cache
+    src = torch.rand(n, device=device)
+    dst = torch.empty_like(src)
+    seconds = time_median(lambda: dst.copy_(src), lambda: None, device, repeats)
+    return 2 * src.numel() * src.element_size() / seconds
+
+
+def bench_dampen(model: str, device: str, repeats: int, skip: set[str]) -> dict[str, float]:
+    w = make_workload(model, device)
+    out = {}
+    for name, fn in impls.DAMPEN.items():
+        if name in skip:
+            continue
+        out[name] = time_median(lambda: fn(w.params, w.forget, w.full, ALPHA, LAM), w.restore, device, repeats)
+    if model == "resnet18":
+        out["ssd_fast.dampen (API)"] = bench_api(device, repeats)
+    return out
+
+
+def bench_api(device: str, repeats: int) -> float:
+    """The public call, validation and report included, on a real nn.Module."""
+    model = cifar_resnet18(100).to(device)
+    w = make_workload("resnet18", device)
+    names = [n for n, _ in model.named_parameters()]
+    forget = ssd_fast.Importances(dict(zip(names, w.forget)))
+    full = ssd_fast.Importances(dict(zip(names, w.full)))
+    pristine = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def restore() -> None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(pristine[n])
+
+    return time_median(lambda: ssd_fast.dampen(model, forget, full, alpha=ALPHA, lam=LAM), restore, device, repeats)
+
+
+def bench_accumulate(model: str, device: str, repeats: int) -> dict[str, float]:
+    w = make_workload(model, device)
+    imps = [torch.zeros_like(f) for f in w.forget]
+    return {
+        name: time_median(lambda: fn(imps, w.params), lambda: None, device, repeats)
+        for name, fn in impls.ACCUMULATE.items()
+    }
+
+
+def report(results: dict, bandwidth: float, numel: dict[str, int]) -> str:
+    lines = [f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s (read + write)"]
+    for model, kinds in results.items():
+        floor_dampen = 16 * numel[model] / bandwidth  # read p, f, d; write p (fp32)
+        floor_acc = 12 * numel[model] / bandwidth  # read imp, g; write imp
+        for kind, times in kinds.items():
+            floor = floor_dampen if kind == "select_dampen" else floor_acc
+            base = times["reference"]
+            lines.append(f"\n{kind} on {model} ({numel[model] / 1e6:.1f}M params), floor {floor * 1e3:.3f} ms")
+            lines.append(f"  {'implementation':<24} {'ms':>10} {'vs reference':>13} {'vs floor':>9}")
+            for name, t in times.items():
+                lines.append(f"  {name:<24} {t * 1e3:>10.3f} {base / t:>12.1f}x {t / floor:>8.2f}x")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--models", default="resnet18,vit_b16")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--skip", default="", help="comma list of implementations to leave out, e.g. torch.compile")
+    parser.add_argument("--json", help="write the raw timings here")
+    args = parser.parse_args()
+
+    skip = {s for s in args.skip.split(",") if s}
+    bandwidth = copy_bandwidth(args.device, args.repeats)
+    results, numel = {}, {}
+    for model in args.models.split(","):
+        numel[model] = sum(math.prod(s) for s in SHAPES[model]())
+        results[model] = {
+            "select_dampen": bench_dampen(model, args.device, args.repeats, skip),
+            "sq_accumulate": bench_accumulate(model, args.device, args.repeats),
+        }
+    print(report(results, bandwidth, numel))
+    if args.json:
+        device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
+        meta = {"device": args.device, "device_name": device_name, "torch": torch.__version__,
+                "threads": torch.get_num_threads(), "copy_bandwidth_Bps": bandwidth, "numel": numel}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "seconds": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
