@@ -185,11 +185,13 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args)))
         return
-    forwarded = [a for a in sys.argv[1:] if not a.startswith("--json")]
+    sizes = {"--batch": args.batch, "--vit-batch": args.vit_batch, "--vit-image": args.vit_image,
+             "--vit-depth": args.vit_depth, "--repeats": args.repeats, "--device": args.device}
+    forwarded = [str(v) for pair in sizes.items() for v in pair]
     results = []
     for model in args.models.split(","):
         for method in args.methods.split(","):
-            cmd = [sys.executable, __file__, *forwarded, "--device", args.device, "--child", "--model", model, "--method", method]
+            cmd = [sys.executable, __file__, *forwarded, "--child", "--model", model, "--method", method]
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode != 0:
                 print(f"{model} {method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
