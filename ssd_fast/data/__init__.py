@@ -13,6 +13,7 @@ from .datasets import (
     load_dataset,
     load_digits_data,
     load_fashion_mnist,
+    subsample_test,
 )
 from .idx import read_idx
 from .scenarios import (
@@ -31,7 +32,7 @@ from .scenarios import (
 
 __all__ = [
     "DEFAULT_DATA_DIR", "DIGIT_CLASSES", "FASHION_CLASSES", "ImageData", "fashion_mnist_available",
-    "load_dataset", "load_digits_data", "load_fashion_mnist", "read_idx",
+    "load_dataset", "load_digits_data", "load_fashion_mnist", "read_idx", "subsample_test",
     "DIGIT_GROUPS", "FASHION_GROUPS", "SCENARIOS", "Splits", "class_scenario", "default_groups",
     "make_loader", "make_scenario", "random_scenario", "resolve_class", "subclass_scenario",
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,19 @@ class ImageData:
     @property
     def image_shape(self) -> tuple[int, ...]:
         return tuple(self.train_x.shape[1:])
+
+
+def subsample_test(data: ImageData, size: int | None, seed: int = 0) -> ImageData:
+    """`data` with a seeded random `size` of its test images (all of them when size is None).
+
+    Evaluation passes over the test set for every method; a smaller one keeps CPU runs short.
+    """
+    if size is None or size >= len(data.test_y):
+        return data
+    if size <= 0:
+        raise ValueError(f"test subset size must be positive, got {size}")
+    keep = torch.randperm(len(data.test_y), generator=torch.Generator().manual_seed(seed))[:size].sort().values
+    return replace(data, test_x=data.test_x[keep], test_y=data.test_y[keep])
 
 
 def _find(data_dir: Path, stem: str) -> Path | None:

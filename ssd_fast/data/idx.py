@@ -16,11 +16,11 @@ _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Load one IDX file (`.gz` or plain) into a numpy array of its declared shape."""
+    """Load one IDX file (gzip-compressed or plain) into a numpy array of its declared shape."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        raw = fh.read()
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # gzip magic: sniffed, so a missing .gz suffix does not matter
+        raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
         raise ValueError(f"{path} is not an IDX file: the first two bytes must be zero")
     code, ndim = raw[2], raw[3]

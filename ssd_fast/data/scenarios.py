@@ -56,6 +56,8 @@ class Splits:
             module docstring).
         forget_indices: positions of the forget samples in `train`.
         forget_class: the training label that is forgotten whole ("class" scenario), else None.
+        test_forget_mask: boolean mask over `test` selecting `test_forget` (the rest is
+            `test_retain`); None for "random", whose test_forget is not part of `test`.
     """
 
     scenario: str
@@ -69,6 +71,7 @@ class Splits:
     test_retain: TensorDataset
     forget_indices: torch.Tensor
     forget_class: int | None
+    test_forget_mask: torch.Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -130,7 +133,7 @@ def class_scenario(data: ImageData, forget: int | str, *, train_subset: int | No
         scenario="class", forget_name=data.classes[label], classes=data.classes,
         train=TensorDataset(x, y), forget=forget_ds, retain=retain_ds,
         test=TensorDataset(data.test_x, data.test_y), test_forget=test_forget, test_retain=test_retain,
-        forget_indices=mask.nonzero().flatten(), forget_class=label,
+        forget_indices=mask.nonzero().flatten(), forget_class=label, test_forget_mask=data.test_y == label,
     )
 
 
@@ -182,7 +185,7 @@ def subclass_scenario(
         scenario="subclass", forget_name=data.classes[label], classes=tuple(groups),
         train=TensorDataset(x, y), forget=forget_ds, retain=retain_ds,
         test=TensorDataset(data.test_x, test_y), test_forget=test_forget, test_retain=test_retain,
-        forget_indices=mask.nonzero().flatten(), forget_class=None,
+        forget_indices=mask.nonzero().flatten(), forget_class=None, test_forget_mask=data.test_y == label,
     )
 
 
