@@ -42,11 +42,23 @@ class EvalSet:
     @torch.no_grad()
     def accuracy(self, model: nn.Module) -> float:
         """Top-1 accuracy in eval mode; the model's own modes are restored afterwards."""
-        correct = 0
+        return self.score(model)[0]
+
+    @torch.no_grad()
+    def score(self, model: nn.Module, *, max_correct: float | None = None, max_wrong: float | None = None) -> tuple[float, bool]:
+        """(accuracy, complete): stops early once more than `max_correct` samples are right
+        or more than `max_wrong` are wrong, because the trial has then failed whatever the
+        rest holds. After an early stop the accuracy is over the part scored only."""
+        correct = seen = 0
         with eval_mode(model):
             for x, y in self.batches:
                 correct += int((call_model(model, x).argmax(dim=1) == y).sum())
-        return correct / self.size
+                seen += len(y)
+                over = max_correct is not None and correct > max_correct
+                under = max_wrong is not None and seen - correct > max_wrong
+                if (over or under) and seen < self.size:
+                    return correct / seen, False
+        return correct / self.size, True
 
     @torch.no_grad()
     def num_outputs(self, model: nn.Module) -> int:

@@ -51,6 +51,9 @@ class Trial:
     meets_retain: bool
     reused: bool  # same lambda and selected count as an earlier trial: same model, scores reused
 
+    # A trial that fails a constraint may stop scoring early (see _Search._score): its
+    # accuracies are then estimates from the part of the evaluation set scored.
+
     @property
     def accepted(self) -> bool:
         return self.meets_forget and self.meets_retain
@@ -143,16 +146,23 @@ class _Search:
         key = (lam if report.selected else 0.0, report.selected)
         reused = key in self._scores
         if not reused:
-            self._scores[key] = (self.forget_set.accuracy(self.model), self.retain_set.accuracy(self.model))
-        forget_acc, retain_acc = self._scores[key]
-        trial = Trial(
-            alpha, lam, report.selected, forget_acc, retain_acc,
-            meets_forget=forget_acc <= self.target.bound + 1e-12,
-            meets_retain=retain_acc >= self.retain_floor - 1e-12,
-            reused=reused,
-        )
+            self._scores[key] = self._score()
+        forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
+        trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused)
         self.trials.append(trial)
         return trial
+
+    def _score(self) -> tuple[float, float, bool, bool]:
+        """Scores the model as it is now. Each set stops early once its constraint has
+        certainly failed; a failed trial's accuracy is then an estimate from the part scored."""
+        eps = 1e-9
+        forget_acc, forget_done = self.forget_set.score(self.model, max_correct=self.target.bound * self.forget_set.size + eps)
+        retain_acc, retain_done = self.retain_set.score(
+            self.model, max_wrong=(1.0 - self.retain_floor) * self.retain_set.size + eps
+        )
+        meets_forget = forget_done and forget_acc <= self.target.bound + eps
+        meets_retain = retain_done and retain_acc >= self.retain_floor - eps
+        return forget_acc, retain_acc, meets_forget, meets_retain
 
 
 def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> tuple[Trial | None, bool]:

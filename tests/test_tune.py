@@ -169,3 +169,17 @@ def test_default_target_needs_a_proxy_when_not_full_class(trained) -> None:
     assert result.target.source.startswith("original model's accuracy on unseen_eval")
     assert result.target.bound == pytest.approx(result.target.aim + 0.01)
 
+
+
+def test_scoring_stops_early_only_once_a_constraint_has_certainly_failed(trained) -> None:
+    from ssd_fast._evaluation import EvalSet
+
+    x, y = _data(400, 1)
+    data = DataLoader(TensorDataset(x, y), batch_size=50)
+    full = EvalSet(data, "retain_eval", torch.device("cpu"))
+    acc, complete = full.score(trained)
+    assert complete and acc == full.accuracy(trained)
+    correct = round(acc * full.size)
+    assert full.score(trained, max_correct=correct)[1]  # exactly at the bound: not a failure
+    assert not full.score(trained, max_correct=10)[1]  # more than 10 right: failed, stops early
+    assert full.score(trained, max_wrong=full.size - correct)[1]
