@@ -15,7 +15,8 @@ Source followed: `FisherForgetting` in the SSD authors' code
      input channels), broadcast back to the full shape;
    - mu = the trained value; for the classifier (weight and bias), the row of the
      forgotten class gets mu = 0 and var = 1e-4 (class forgetting only);
-   - var *= 10 for the classifier, and for every other 1-d tensor (BatchNorm, biases);
+   - var *= 10 for every 1-d tensor (BatchNorm, biases) and, in class forgetting, for the
+     classifier weight too (the published subclass and random variants boost 1-d only);
    - theta = mu + sqrt(var) * N(0, 1).
 Deviation, for robustness only: the published code finds "the classifier" as every tensor
 whose first dimension equals the number of classes; we take the parameters of the last
@@ -37,7 +38,7 @@ ALPHA = 1e-6        # the published scale of the noise
 VAR_CLAMP = 1e3     # before alpha: var <= 1e3 * alpha
 CLASSIFIER_CLAMP = 1e2
 FORGET_ROW_VAR = 1e-4
-ONE_D_BOOST = 10.0  # classifier and 1-d tensors get ten times the variance
+ONE_D_BOOST = 10.0  # 1-d tensors (and the head, in class forgetting) get ten times the variance
 
 
 def capped_indices(n: int, max_samples: int | None, seed: int) -> torch.Tensor:
@@ -126,7 +127,7 @@ def noise_variance(
         var = var.mean(dim=1, keepdim=True).expand_as(fisher).clone()
     if is_classifier and forget_class is not None:
         var[forget_class] = FORGET_ROW_VAR
-    if is_classifier or var.dim() == 1:
+    if var.dim() == 1 or (is_classifier and forget_class is not None):
         var = var * ONE_D_BOOST
     return var
 
