@@ -20,6 +20,7 @@ from ._batches import Unpack, call_model, count_samples, eval_mode, model_device
 from ._loss import LossFn, batch_loss, check_loss_options
 from ._pairing import model_fingerprint
 from .importances import MODES, Importances
+from .per_sample import PerClass, PerSampleAccumulator, Weighted
 
 
 class Accumulator(Protocol):
@@ -55,6 +56,11 @@ class BatchGradientAccumulator:
         self.loss_fn = loss_fn
 
     def __call__(self, inputs: object, targets: object, sums: dict[str, torch.Tensor]) -> None:
+        if isinstance(targets, (Weighted, PerClass)):
+            raise ValueError(
+                f"{type(targets).__name__} targets weight per-sample gradients, which batch mode does not form; "
+                "pass mode='per_sample'"
+            )
         loss = batch_loss(call_model(self.model, inputs), targets, label_free=self.label_free, loss_fn=self.loss_fn)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         used = [(sums[n], g) for n, g in zip(self.names, grads) if g is not None]
@@ -65,10 +71,6 @@ class BatchGradientAccumulator:
 def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None):
     if mode == "batch":
         return BatchGradientAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
-    try:
-        from .per_sample import PerSampleAccumulator
-    except ImportError as e:
-        raise NotImplementedError("mode='per_sample' is not available in this build") from e
     return PerSampleAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
 
 

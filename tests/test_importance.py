@@ -144,3 +144,12 @@ def test_bad_arguments_raise_clear_errors(tiny_model, kwargs, data, error, messa
 def test_progress_bar_can_be_shown(tiny_model, capsys):
     ssd_fast.importance(tiny_model, tiny_batches(), progress=True)
     assert "importance" in capsys.readouterr().err
+
+
+def test_per_sample_targets_in_batch_mode_are_refused(tiny_model):
+    from ssd_fast.per_sample import PerClass, Weighted
+
+    batches = tiny_batches()
+    for wrap in (lambda b: (b[0], Weighted(b[1], torch.ones(len(b[1])))), lambda b: (b[0], PerClass())):
+        with pytest.raises(ValueError, match="mode='per_sample'"):
+            ssd_fast.importance(tiny_model, batches, unpack=wrap, progress=False)
