@@ -18,13 +18,17 @@ def save_plot(result, path: str | Path) -> Path:
 
     groups = _by_method(result)
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(groups)}
+    # Distinct, shrinking markers, so that methods landing on the same point (ssd and its
+    # reference should) stay visible on top of each other.
+    markers = {m: ("o", "s", "^", "D", "v", "P", "X")[i % 7] for i, m in enumerate(groups)}
+    sizes = {m: 150 - 14 * i for i, m in enumerate(groups)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, key, label in ((axes[0], "forget_acc", "forget accuracy (%)"), (axes[1], "mia", "MIA (% of forget set called members)")):
         for m, recs in groups.items():
             xs = [100 * r[key] for r in recs]
             ys = [100 * r["retain_acc"] for r in recs]
             ax.scatter(xs, ys, color=colours[m], alpha=0.35, s=18)
-            ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], color=colours[m], s=90, label=m, edgecolor="black")
+            ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], color=colours[m], s=sizes[m], marker=markers[m], label=m, edgecolor="black")
         ax.set_xlabel(label)
         ax.set_ylabel("retain accuracy (%)")
         ax.grid(alpha=0.3)
