@@ -34,7 +34,7 @@ class BenchConfig:
     importance_batch_size: int = 64
     alpha: float = 10.0
     lam: float = 1.0
-    fisher_max_samples: int | None = 100
+    fisher_max_samples: int | None = 50
     methods: tuple[str, ...] = DEFAULT_METHODS
     out: str = "runs/bench"
     data_dir: str | None = None
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="checkpoint cache (default: $SSD_FAST_CACHE or ./.cache/ssd_fast)")
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="always train, never read or write checkpoints")
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice; 1 is often faster for the batch-size-1 Fisher loop on a busy machine)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
