@@ -181,6 +181,18 @@ def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> 
     return None, False
 
 
+def _largest_ratio(pairs) -> float:
+    """max f/d over elements with d > 0: every alpha at or above it selects the same set
+    (only the d == 0 elements), so one such alpha stands for all of them."""
+    largest = 0.0
+    for _, _, f, d in pairs:
+        ratio = f / d
+        finite = ratio[torch.isfinite(ratio)]
+        if finite.numel():
+            largest = max(largest, float(finite.max()))
+    return largest
+
+
 def _candidate_alphas(alphas: Sequence[float] | None, include_auto: bool, forget_imp: Importances, full_imp: Importances, pairs) -> list[float]:
     grid = list(alphas) if alphas is not None else default_alphas()
     if include_auto:
@@ -188,7 +200,10 @@ def _candidate_alphas(alphas: Sequence[float] | None, include_auto: bool, forget
             grid.append(resolve_auto_alpha(forget_imp, full_imp, [(f, d) for _, _, f, d in pairs]))
         except (TypeError, ValueError):
             pass
-    return sorted(set(grid))
+    grid = sorted(set(grid))
+    ceiling = _largest_ratio(pairs)
+    above = [a for a in grid if a >= ceiling]
+    return [a for a in grid if a < ceiling] + above[:1]
 
 
 def tune(
@@ -222,9 +237,12 @@ def tune(
             them from, once, with `ssd_fast.importance`.
         forget_eval, retain_eval: small evaluation subsets (iterables of (x, y) batches)
             of the forget and retain data, taken from the training data.
-        target_forget_acc: the largest acceptable forget accuracy. Default: see
-            `_tune_target.py`: chance for full-class forgetting, else the accuracy on
-            `unseen_eval` or of `retrained`.
+        target_forget_acc: the largest acceptable forget accuracy. The default aims at
+            what a model retrained without Df would score, through a proxy when no
+            retrained model is given: full-class forgetting (no forget label occurs in
+            retain_eval) aims at 0 and accepts at most chance, 1/num_classes; other
+            forgetting aims at the original model's accuracy on `unseen_eval` and
+            accepts up to `tolerance` above it.
         max_retain_drop: the most retain accuracy may fall below the original model's (a fraction).
         alphas: the alpha grid; default 16 log-spaced values from 1 to 300.
         lams: the lambdas to try; (1.0,) searches alpha only.

@@ -183,3 +183,12 @@ def test_scoring_stops_early_only_once_a_constraint_has_certainly_failed(trained
     assert full.score(trained, max_correct=correct)[1]  # exactly at the bound: not a failure
     assert not full.score(trained, max_correct=10)[1]  # more than 10 right: failed, stops early
     assert full.score(trained, max_wrong=full.size - correct)[1]
+
+
+def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
+    """Above max f/d every alpha selects the same set, so only one of them is tried."""
+    f = torch.tensor([1.0, 4.0, 3.0])
+    d = torch.tensor([1.0, 1.0, 0.0])  # ratios 1, 4 and inf (always selected)
+    pairs = [("w", None, f, d)]
+    got = tune_module._candidate_alphas([0.5, 2, 8, 16, 32], False, None, None, pairs)
+    assert got == [0.5, 2, 8]
