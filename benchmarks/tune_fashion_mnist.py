@@ -1,0 +1,163 @@
+"""Per-class full-class forgetting on Fashion-MNIST: ssd_fast.tune vs fixed alpha 10 vs alpha="auto".
+
+    .venv/bin/python benchmarks/tune_fashion_mnist.py [--classes 0 1 ...] [--json out.json]
+
+The model is the small CNN (ssd_fast.models, 2 epochs, cached after the first run). The
+full importance is batch mode at batch size 64 on all 60k training images, computed
+once and shared by every deletion request. For each class, tune sees only subsets of
+the TRAINING data (the forget class and the other classes); the test set is used only
+afterwards, to judge: forget accuracy = test accuracy on the class, retain accuracy =
+test accuracy on the other nine. "ok" means forget <= 5% and retain at most 2 points
+below the original model's. Times are on whatever machine runs it (print shows it).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import os
+import platform
+import time
+
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import ssd_fast
+from ssd_fast.data import load_fashion_mnist
+from ssd_fast.models import build_model
+from ssd_fast.training import train
+
+# The module's function, whether or not ssd_fast/__init__ exports `tune` yet.
+tune_fn = importlib.import_module("ssd_fast.tune").tune
+
+
+def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    g = torch.Generator().manual_seed(seed)
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=g)
+
+
+def _trained_model(data, cache: str, epochs: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = build_model("cnn", num_classes=10, in_channels=1)
+    if os.path.isfile(cache):
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        return model.eval()
+    train(model, _loader(data.train_x, data.train_y, 128, shuffle=True, seed=seed), epochs, progress=False)
+    torch.save(model.state_dict(), cache)
+    return model.eval()
+
+
+@torch.no_grad()
+def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _loader(x, y, 1000))
+    return correct / len(y)
+
+
+def _test_scores(model, data, cls: int) -> tuple[float, float]:
+    keep = data.test_y == cls
+    return _accuracy(model, data.test_x[keep], data.test_y[keep]), _accuracy(model, data.test_x[~keep], data.test_y[~keep])
+
+
+def _eval_subsets(data, cls: int, n_forget: int, n_retain: int, seed: int) -> tuple[DataLoader, DataLoader]:
+    """Random subsets of the training data: the class, and the other classes."""
+    g = torch.Generator().manual_seed(seed + cls)
+    forget_idx = torch.nonzero(data.train_y == cls).flatten()
+    retain_idx = torch.nonzero(data.train_y != cls).flatten()
+    forget_idx = forget_idx[torch.randperm(len(forget_idx), generator=g)[:n_forget]]
+    retain_idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:n_retain]]
+    sub = lambda idx: _loader(data.train_x[idx], data.train_y[idx], 500)
+    return sub(forget_idx), sub(retain_idx)
+
+
+def run_class(model, data, full_imp, cls: int, args) -> dict:
+    keep = data.train_y == cls
+    t0 = time.perf_counter()
+    forget_imp = ssd_fast.importance(model, _loader(data.train_x[keep], data.train_y[keep]), progress=False)
+    forget_seconds = time.perf_counter() - t0
+    row = {"class": cls, "name": data.classes[cls], "forget_importance_s": forget_seconds}
+    row["original_forget"], row["original_retain"] = _test_scores(model, data, cls)
+
+    tuned = copy.deepcopy(model)
+    forget_eval, retain_eval = _eval_subsets(data, cls, args.forget_eval, args.retain_eval, args.seed)
+    result = tune_fn(tuned, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                     max_retain_drop=args.max_retain_drop)
+    f, r = _test_scores(tuned, data, cls)
+    row["tune"] = {"forget": f, "retain": r, "alpha": result.alpha, "lam": result.lam, "trials": len(result.trials),
+                   "seconds": result.seconds, "trials_per_s": result.trials_per_second, "satisfied": result.satisfied,
+                   "eval_forget": result.forget_acc, "eval_retain": result.retain_acc}
+
+    for key, alpha in (("alpha10", 10.0), ("auto", "auto")):
+        m = copy.deepcopy(model)
+        t0 = time.perf_counter()
+        report = ssd_fast.dampen(m, forget_imp, full_imp, alpha=alpha, lam=1.0)
+        seconds = time.perf_counter() - t0
+        f, r = _test_scores(m, data, cls)
+        row[key] = {"forget": f, "retain": r, "alpha": report.alpha, "lam": 1.0, "trials": 1, "seconds": seconds}
+    for key in ("tune", "alpha10", "auto"):
+        cell = row[key]
+        cell["ok"] = cell["forget"] <= 0.05 and cell["retain"] >= row["original_retain"] - 0.02
+    return row
+
+
+def _fmt(cell: dict) -> str:
+    lam = "-" if cell["lam"] is None else f"{cell['lam']:g}"
+    alpha = "-" if cell["alpha"] is None else f"{cell['alpha']:.3g}"
+    return (f"{100 * cell['forget']:.1f} / {100 * cell['retain']:.1f} | {alpha}, {lam} | {cell['trials']} | "
+            f"{cell['seconds']:.2f} | {'yes' if cell['ok'] else 'no'}")
+
+
+def print_table(rows: list[dict]) -> None:
+    head = "forget / retain | alpha, lambda | trials | s | ok"
+    print(f"| class | orig retain | tune: {head} | alpha 10: {head} | auto: {head} |")
+    print("|" + "---|" * 17)
+    for row in rows:
+        print(f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | {_fmt(row['tune'])} | "
+              f"{_fmt(row['alpha10'])} | {_fmt(row['auto'])} |")
+    for key in ("tune", "alpha10", "auto"):
+        print(f"{key}: {sum(r[key]['ok'] for r in rows)}/{len(rows)} classes forgotten (forget <= 5%, retain drop <= 2 pts)")
+    trials = sum(r["tune"]["trials"] for r in rows)
+    seconds = sum(r["tune"]["seconds"] for r in rows)
+    print(f"tune: {trials} trials in {seconds:.1f} s = {trials / seconds:.1f} trials/s "
+          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"kernel built: {ssd_fast._ops.is_built()})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--forget-eval", type=int, default=500, help="training samples of the class tune scores on")
+    p.add_argument("--retain-eval", type=int, default=1500, help="training samples of the other classes tune scores on")
+    p.add_argument("--max-retain-drop", type=float, default=0.02)
+    p.add_argument("--cache", default="/tmp/ssd_fast_fmnist_cnn")
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+
+    data = load_fashion_mnist()
+    model = _trained_model(data, args.cache + ".pt", args.epochs, args.seed)
+    print(f"model test accuracy: {100 * _accuracy(model, data.test_x, data.test_y):.1f}%")
+    imp_path = args.cache + "_full_importance.safetensors"
+    if os.path.isfile(imp_path):
+        full_imp = ssd_fast.Importances.load(imp_path, model=model)
+    else:
+        t0 = time.perf_counter()
+        full_imp = ssd_fast.importance(model, _loader(data.train_x, data.train_y), progress=False)
+        print(f"full importance (60k, bs 64): {time.perf_counter() - t0:.1f} s")
+        full_imp.save(imp_path)
+    rows = []
+    for cls in args.classes:
+        rows.append(run_class(model, data, full_imp, cls, args))
+        t = rows[-1]["tune"]
+        print(f"class {cls}: tune alpha={t['alpha']} lam={t['lam']} test forget {100 * t['forget']:.1f} "
+              f"retain {100 * t['retain']:.1f} ({t['trials']} trials, {t['seconds']:.1f} s)", flush=True)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
