@@ -25,7 +25,7 @@ class BenchConfig:
     model: str = "cnn"
     seeds: int = 1
     first_seed: int = 0
-    train_subset: int | None = 5000    # None: the whole training set
+    train_subset: int | None = 4000    # None: the whole training set
     test_subset: int | None = 2000     # None: the whole test set
     epochs: int = 2
     batch_size: int = 64
