@@ -38,5 +38,5 @@ fi
 echo "setup: building ssd_fast (CUDA_HOME=${CUDA_HOME:-unset})"
 python -m pip install -v --disable-pip-version-check --no-build-isolation --no-deps -e . >/tmp/ssd_fast_build.log 2>&1 ||
   { tail -60 /tmp/ssd_fast_build.log; echo "setup: build failed (full log: /tmp/ssd_fast_build.log)"; exit 1; }
-grep "^ *ssd_fast:" /tmp/ssd_fast_build.log | sed 's/^ */setup: /' || true
+grep "^ *ssd_fast:" /tmp/ssd_fast_build.log | sort -u | sed "s/^ */setup: /" || true
 python -c 'from ssd_fast import _ops; print("setup: kernels for", [d for d in ("cpu", "cuda") if _ops.has_kernel(d)])'

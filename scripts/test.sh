@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The test command: set up (venv, data, build), then the Python tests and the C++ test.
+# The test command: set up (venv, data, build), then the C++ test and the Python tests.
 # CUDA tests skip without a GPU; nothing here depends on timing or the network.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source scripts/setup.sh
-python -m pytest -q tests "$@"
 bash scripts/cmake_test.sh cmake-build
+python -m pytest -q tests "$@"
