@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def footnotes(result: BenchResult, summary: dict[str, dict]) -> list[str]:
 
 def environment() -> dict:
     return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
+            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}  # threads used: config.threads
 
 
 def write_outputs(result: BenchResult, out: str | Path) -> dict[str, Path]:

@@ -123,12 +123,16 @@ def _run_seed(config: BenchConfig, data, seed: int, result: BenchResult) -> None
 
 def run_bench(config: BenchConfig) -> BenchResult:
     """Run every seed and method of `config`; returns the records (writing is separate)."""
+    previous = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
-    # The test subset is fixed (seed 0) so that every seed is scored on the same images.
-    data = subsample_test(load_dataset(config.data_dir), config.test_subset, seed=0)
-    result = BenchResult(config=config, data_name=data.name, forget_name="")
-    for seed in range(config.first_seed, config.first_seed + config.seeds):
-        _run_seed(config, data, seed, result)
+    try:
+        # The test subset is fixed (seed 0) so that every seed is scored on the same images.
+        data = subsample_test(load_dataset(config.data_dir), config.test_subset, seed=0)
+        result = BenchResult(config=config, data_name=data.name, forget_name="")
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
+            _run_seed(config, data, seed, result)
+    finally:
+        torch.set_num_threads(previous)  # callers in the same process keep their own setting
     Path(config.out).mkdir(parents=True, exist_ok=True)
     return result
