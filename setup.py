@@ -52,17 +52,20 @@ def _extension():
 
     sources = ["csrc/ssd_fast.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
     # -fno-trapping-math lets GCC vectorize the branch-free selects; IEEE results are unchanged.
-    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-DSSD_FAST_PYTHON_MODULE"]
+    # -fopenmp: at::parallel_for is an inline OpenMP loop, single-threaded without it.
+    cxx = ["-O3", "-ffp-contract=off", "-fno-trapping-math", "-fopenmp", "-DSSD_FAST_PYTHON_MODULE"]
     use_cuda, why = _want_cuda(cpp_extension.CUDA_HOME)
     if not use_cuda:
         print(f"ssd_fast: building CPU kernels only ({why})")
-        return cpp_extension.CppExtension("ssd_fast._C", sources, extra_compile_args={"cxx": cxx})
+        return cpp_extension.CppExtension("ssd_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
     print(f"ssd_fast: building CPU and CUDA kernels for arch {os.environ['TORCH_CUDA_ARCH_LIST']} ({why})")
     # --fmad=false: no fused multiply-add, so CUDA rounds exactly like the reference.
     nvcc = ["-O3", "--fmad=false", "-DSSD_FAST_PYTHON_MODULE"]
     sources += sorted(glob.glob("csrc/cuda/*.cu"))
-    return cpp_extension.CUDAExtension("ssd_fast._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc})
+    return cpp_extension.CUDAExtension(
+        "ssd_fast._C", sources, extra_compile_args={"cxx": cxx, "nvcc": nvcc}, extra_link_args=["-fopenmp"]
+    )
 
 
 def _build_ext():
