@@ -27,7 +27,7 @@ def _preview(names: list[str], limit: int = 5) -> str:
 
 
 def pair_with_model(
-    model: nn.Module,
+    model: nn.Module | Mapping[str, nn.Parameter],
     tensors: Mapping[str, torch.Tensor],
     what: str,
     *,
@@ -35,10 +35,12 @@ def pair_with_model(
 ) -> list[tuple[str, nn.Parameter, torch.Tensor]]:
     """(name, parameter, importance) for every trainable parameter, or a ValueError.
 
-    Frozen parameters (requires_grad=False) may be present or absent in `tensors`;
-    they are never dampened. Names the model does not have are an error.
+    `model` may also be its `dict(named_parameters())`, so that callers pairing several
+    importances walk the module tree once. Frozen parameters (requires_grad=False) may be
+    present or absent in `tensors`; they are never dampened. Names the model does not
+    have are an error.
     """
-    params = dict(model.named_parameters())
+    params = dict(model.named_parameters()) if isinstance(model, nn.Module) else model
     extra = [n for n in tensors if n not in params]
     missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
     if extra or missing:

@@ -78,8 +78,9 @@ def _check_compatible(forget: Importances, full: Importances) -> None:
 
 
 def _pairs(model: nn.Module, forget: Importances, full: Importances) -> list[Pair]:
-    f_pairs = pair_with_model(model, forget, "forget", check_device=True)
-    d_pairs = pair_with_model(model, full, "full", check_device=True)
+    params = dict(model.named_parameters())
+    f_pairs = pair_with_model(params, forget, "forget", check_device=True)
+    d_pairs = pair_with_model(params, full, "full", check_device=True)
     return [(name, p, f, d) for (name, p, f), (_, _, d) in zip(f_pairs, d_pairs)]
 
 
