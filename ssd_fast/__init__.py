@@ -5,13 +5,29 @@
     report = ssd_fast.dampen(model, forget, full, alpha=10.0, lam=1.0)
 
 `ssd_fast.reference` is the pure-PyTorch oracle every fast path is tested against.
+Subpackages, imported on demand: `ssd_fast.per_sample` (Weighted and PerClass targets),
+`ssd_fast.compat` (drop-in for the published ParameterPerturber), and, for evaluation,
+`ssd_fast.data`, `ssd_fast.models`, `ssd_fast.metrics`, `ssd_fast.baselines` and the
+benchmark `python -m ssd_fast.bench`.
 """
 from . import reference
+from ._auto_alpha import auto_alpha
 from .dampen import dampen
 from .importance import importance
 from .importances import Importances
 from .report import DampenReport
+from .tune import TuneResult, tune
 
 __version__ = "0.1.0"
 
-__all__ = ["dampen", "importance", "Importances", "DampenReport", "reference", "__version__"]
+__all__ = [
+    "dampen",
+    "importance",
+    "Importances",
+    "DampenReport",
+    "tune",
+    "TuneResult",
+    "auto_alpha",
+    "reference",
+    "__version__",
+]
