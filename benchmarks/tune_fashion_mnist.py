@@ -137,9 +137,10 @@ def main() -> None:
     args = p.parse_args()
 
     data = load_fashion_mnist()
-    model = _trained_model(data, args.cache + ".pt", args.epochs, args.seed)
+    stem = f"{args.cache}_e{args.epochs}_s{args.seed}"  # the cache belongs to one training setting
+    model = _trained_model(data, stem + ".pt", args.epochs, args.seed)
     print(f"model test accuracy: {100 * _accuracy(model, data.test_x, data.test_y):.1f}%")
-    imp_path = args.cache + "_full_importance.safetensors"
+    imp_path = stem + "_full_importance.safetensors"
     if os.path.isfile(imp_path):
         full_imp = ssd_fast.Importances.load(imp_path, model=model)
     else:
