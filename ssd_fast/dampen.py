@@ -111,13 +111,15 @@ def _run_kernel(pairs: list[Pair], alpha: float, lam: float) -> list[int]:
     """One fused pass over a device's parameters; returns the selected count of each."""
     device = pairs[0][1].device
     selected = torch.zeros(len(pairs), dtype=torch.int64, device=device)
-    work = [p.data if p.data.is_contiguous() else p.data.contiguous() for _, p, _, _ in pairs]
+    # The parameters themselves (under no_grad), not `p.data`: `.data` makes a new tensor
+    # object on every access, so an identity test against it could never tell a copy apart.
+    work = [p if p.is_contiguous() else p.contiguous() for _, p, _, _ in pairs]
     forget = [f.contiguous() for _, _, f, _ in pairs]
     full = [d.contiguous() for _, _, _, d in pairs]
     _ops.select_dampen_(work, forget, full, alpha, lam, selected)
     for (_, p, _, _), w in zip(pairs, work):
-        if w is not p.data:  # a non-contiguous parameter was dampened in a copy
-            p.data.copy_(w)
+        if w is not p:  # a non-contiguous parameter was dampened in a copy
+            p.copy_(w)
     return selected.tolist()
 
 
