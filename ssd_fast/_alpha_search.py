@@ -21,7 +21,7 @@ class Outcome(Protocol):
     meets_retain: bool
 
 
-def default_alphas(low: float = 1.0, high: float = 300.0, per_decade: int = 6) -> list[float]:
+def default_alphas(low: float = 0.1, high: float = 300.0, per_decade: int = 6) -> list[float]:
     """Log-spaced alphas from `low` to `high` inclusive, `per_decade` per factor of ten."""
     steps = round(math.log10(high / low) * per_decade)
     return [low * (high / low) ** (i / steps) for i in range(steps + 1)]

@@ -192,3 +192,13 @@ def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
     pairs = [("w", None, f, d)]
     got = tune_module._candidate_alphas([0.5, 2, 8, 16, 32], False, None, None, pairs)
     assert got == [0.5, 2, 8]
+
+
+def test_default_alpha_grid_is_log_spaced_and_reaches_below_one() -> None:
+    from ssd_fast._alpha_search import default_alphas
+
+    grid = default_alphas()
+    assert grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(300.0)
+    ratios = [b / a for a, b in zip(grid, grid[1:])]
+    assert max(ratios) == pytest.approx(min(ratios))  # one constant step in log(alpha)
+    assert ratios[0] == pytest.approx(10 ** (1 / 6), rel=0.02)  # about six per decade
