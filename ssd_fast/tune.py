@@ -248,7 +248,7 @@ def tune(
             below 1 matter: some classes (Bag on Fashion-MNIST) are forgotten only
             when parameters barely more important to Df than to D are dampened too.
         lams: the lambdas to try; (1.0,) searches alpha only. Small lambdas dampen the
-            selected parameters harder, which lets a low alpha forget with fewer of them.
+            selected parameters harder (each is scaled by min(lambda * d / f, 1)).
         refine_steps: rounds of log-bisection where neighbouring outcomes flip; 6 rounds
             split a grid step (x1.47) to about 0.6%, enough to land between the cliffs
             where forget or retain accuracy jumps.

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ssd_fast
 from ssd_fast import reference
+from ssd_fast._alpha_search import default_alphas
 from ssd_fast._tune_target import ForgetTarget
 from ssd_fast.tune import Trial, _choose, tune
 
@@ -195,8 +196,6 @@ def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
 
 
 def test_default_alpha_grid_is_log_spaced_and_reaches_below_one() -> None:
-    from ssd_fast._alpha_search import default_alphas
-
     grid = default_alphas()
     assert grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(300.0)
     ratios = [b / a for a, b in zip(grid, grid[1:])]
