@@ -11,6 +11,7 @@ import torch
 
 from ssd_fast.data import (
     FASHION_CLASSES,
+    ImageData,
     class_scenario,
     fashion_mnist_available,
     load_dataset,
@@ -20,6 +21,7 @@ from ssd_fast.data import (
     random_scenario,
     read_idx,
     resolve_class,
+    split_validation,
     subclass_scenario,
     subsample_test,
 )
@@ -166,3 +168,36 @@ def test_fashion_scenarios_sizes(fashion):
     assert (s.forget.tensors[1] == 3).all() and len(s.test_forget) == 1000
     s = make_scenario(fashion, "random", train_subset=10000)
     assert (len(s.forget), len(s.retain)) == (100, 9900)
+
+
+def _tiny_image_data(per_class: int = 10, classes: int = 3) -> ImageData:
+    labels = torch.arange(classes).repeat_interleave(per_class)
+    images = torch.arange(len(labels), dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, 2, 2).clone()
+    names = tuple(f"c{i}" for i in range(classes))
+    return ImageData("tiny", names, images, labels, images[:classes], labels[:classes])
+
+
+def test_split_validation_holds_out_per_class_disjointly_and_repeatably():
+    data = _tiny_image_data()
+    kept, held = split_validation(data, per_class=4, seed=3)
+    held_x, held_y = held.tensors
+    assert torch.bincount(held_y, minlength=3).tolist() == [4, 4, 4]
+    assert torch.bincount(kept.train_y, minlength=3).tolist() == [6, 6, 6]
+    # Each image's value is its index: the two parts are disjoint and together are everything.
+    ids = torch.cat([kept.train_x[:, 0, 0, 0], held_x[:, 0, 0, 0]]).long().sort().values
+    assert torch.equal(ids, torch.arange(30))
+    assert torch.equal(data.train_y[held_x[:, 0, 0, 0].long()], held_y)  # labels travel with images
+    assert kept.test_x is data.test_x
+    again = split_validation(data, per_class=4, seed=3)[1].tensors[0]
+    other = split_validation(data, per_class=4, seed=4)[1].tensors[0]
+    assert torch.equal(again, held_x) and not torch.equal(other, held_x)
+
+
+def test_split_validation_rejects_bad_sizes():
+    data = _tiny_image_data()
+    assert len(split_validation(data, 0)[1]) == 0
+    with pytest.raises(ValueError, match="every training image of class 0"):
+        split_validation(data, 10)
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="per_class"):
+            split_validation(data, bad)

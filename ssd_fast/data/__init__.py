@@ -29,10 +29,12 @@ from .scenarios import (
     resolve_class,
     subclass_scenario,
 )
+from .validation import split_validation
 
 __all__ = [
     "DEFAULT_DATA_DIR", "DIGIT_CLASSES", "FASHION_CLASSES", "ImageData", "fashion_mnist_available",
     "load_dataset", "load_digits_data", "load_fashion_mnist", "read_idx", "subsample_test",
     "DIGIT_GROUPS", "FASHION_GROUPS", "SCENARIOS", "Splits", "class_scenario", "default_groups",
     "make_loader", "make_scenario", "random_scenario", "resolve_class", "subclass_scenario",
+    "split_validation",
 ]
