@@ -15,6 +15,10 @@ accuracy is at most `max_retain_drop` below the original model's. Among accepted
 trials the one whose forget accuracy is closest to the target's aim wins (within
 `tolerance`), then the one with the best retain accuracy, then the larger alpha
 (fewer parameters changed).
+
+When no trial with every layer dampened is accepted, the search runs again with only
+the later layers dampened, from each of a few weight layers onwards, shallowest first,
+and stops at the first start that has an accepted trial (`_layer_starts.py` says why).
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from ._alpha_search import bisection_points, default_alphas
 from ._auto_alpha import resolve_auto_alpha
 from ._batches import Unpack, model_device
 from ._evaluation import EvalSet
+from ._layer_starts import dampen_only_from, layer_starts
 from ._snapshot import ParameterSnapshot
 from ._tune_target import ForgetTarget, resolve_target
 from .dampen import ImportanceSource, _as_importances, _check_compatible, _choose_backends, _pairs, dampen
@@ -50,6 +55,7 @@ class Trial:
     meets_forget: bool
     meets_retain: bool
     reused: bool  # same lambda and selected count as an earlier trial: same model, scores reused
+    first_layer: str | None = None  # dampened only from this parameter on; None: every layer
 
     # A trial that fails a constraint may stop scoring early (see _Search._score): its
     # accuracies are then estimates from the part of the evaluation set scored.
@@ -66,7 +72,8 @@ class TuneResult:
     `alpha` and `lam` are None when no trial kept retain accuracy; the model is then
     left unchanged. `satisfied` says whether the choice met both the forget target
     and the retain constraint; when False the choice is the best effort (closest to the
-    target while keeping retain accuracy).
+    target while keeping retain accuracy). `first_layer` is None when every layer was
+    dampened, else the parameter from which on (in `named_parameters()` order) it was.
     """
 
     alpha: float | None
@@ -81,6 +88,7 @@ class TuneResult:
     seconds: float
     trials: tuple[Trial, ...] = field(repr=False)
     report: DampenReport | None = field(default=None, repr=False)
+    first_layer: str | None = None
 
     @property
     def trials_per_second(self) -> float:
@@ -88,6 +96,8 @@ class TuneResult:
 
     def __str__(self) -> str:
         chosen = "none (model unchanged)" if self.alpha is None else f"alpha={self.alpha:.4g}, lambda={self.lam:g}"
+        if self.alpha is not None and self.first_layer is not None:
+            chosen += f", only from {self.first_layer} on"
         return (
             f"SSD tune: {chosen}; {'target met' if self.satisfied else 'TARGET NOT MET'}\n"
             f"  forget acc {self.original_forget_acc:.3f} -> {self.forget_acc:.3f} "
@@ -128,8 +138,8 @@ def _check_count(value: int | None, name: str, minimum: int) -> None:
 class _Search:
     """Runs trials on the model: restore, dampen, score; remembers every outcome."""
 
-    def __init__(self, model, forget_imp, full_imp, snapshot, forget_set, retain_set, target, retain_floor, backend):
-        self.model, self.forget_imp, self.full_imp = model, forget_imp, full_imp
+    def __init__(self, model, forget_imp, full_imp, snapshot, forget_set, retain_set, target, retain_floor, backend, first_layer=None):
+        self.model, self.forget_imp, self.full_imp, self.first_layer = model, forget_imp, full_imp, first_layer
         self.snapshot, self.forget_set, self.retain_set = snapshot, forget_set, retain_set
         self.target, self.retain_floor, self.backend = target, retain_floor, backend
         self.trials: list[Trial] = []
@@ -148,7 +158,7 @@ class _Search:
         if not reused:
             self._scores[key] = self._score()
         forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
-        trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused)
+        trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer)
         self.trials.append(trial)
         return trial
 
@@ -225,6 +235,7 @@ def tune(
     tolerance: float = 0.01,
     eval_limit: int | None = 2000,
     include_auto: bool = True,
+    layer_fallback: bool = True,
     unpack: Unpack | None = None,
     backend: str = "auto",
 ) -> TuneResult:
@@ -236,7 +247,10 @@ def tune(
         forget, full: importances on Df and D (Importances or dicts), or data to compute
             them from, once, with `ssd_fast.importance`.
         forget_eval, retain_eval: small evaluation subsets (iterables of (x, y) batches)
-            of the forget and retain data, taken from the training data.
+            of the forget and retain data, taken from the training data, never the test
+            set. Best held out of training (`ssd_fast.data.split_validation`): retain
+            images the model memorised lose accuracy under dampening faster than
+            unseen ones, so scoring on them rejects settings that are fine.
         target_forget_acc: the largest acceptable forget accuracy. The default aims at
             what a model retrained without Df would score, through a proxy when no
             retrained model is given: full-class forgetting (no forget label occurs in
@@ -252,7 +266,7 @@ def tune(
         refine_steps: rounds of log-bisection where neighbouring outcomes flip; 6 rounds
             split a grid step (x1.47) to about 0.6%, enough to land between the cliffs
             where forget or retain accuracy jumps.
-        max_trials: a cap on trials.
+        max_trials: a cap on trials per layer start (every layer, then each fallback start).
         unseen_eval: held-out data of the forget distribution (not the test set), for
             forgetting that is not a whole class.
         retrained: a model trained without Df, when one exists: its forget accuracy is the aim.
@@ -260,6 +274,9 @@ def tune(
         tolerance: forget accuracies this close count as equally good.
         eval_limit: at most this many samples are kept from each evaluation set.
         include_auto: also try ASSD's alpha (`alpha="auto"`) when the counts are known.
+        layer_fallback: when no trial dampening every layer is accepted, search again
+            dampening only from a later weight layer on (up to 4 starts, shallowest
+            first; see `_layer_starts.py`). False searches every layer only.
         unpack: maps an evaluation batch to (inputs, labels).
         backend: passed to `ssd_fast.dampen`.
 
@@ -279,6 +296,8 @@ def tune(
     _check_count(refine_steps, "refine_steps", 0)
     _check_count(max_trials, "max_trials", 1)
     _check_count(eval_limit, "eval_limit", 1)
+    if not isinstance(layer_fallback, bool):
+        raise TypeError(f"layer_fallback must be a bool, got {layer_fallback!r}")
     if full_class is not None and not isinstance(full_class, bool):
         raise TypeError(f"full_class must be a bool or None, got {full_class!r}")
     if retrained is not None and not isinstance(retrained, nn.Module):
@@ -302,18 +321,29 @@ def tune(
     candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, pairs)
 
     snapshot = ParameterSnapshot(model, forget_imp, full_imp, alpha_min=min(candidates))
-    search = _Search(model, forget_imp, full_imp, snapshot, forget_set, retain_set, target, original_retain - max_retain_drop, backend)
-    start = time.perf_counter()
+    starts = [None] + (layer_starts(model, forget_imp) if layer_fallback else [])
+    trials: list[Trial] = []
+    start_time = time.perf_counter()
     try:
-        _run_search(search, candidates, lams, refine_steps, max_trials)
+        for first_layer in starts:
+            stage_forget = _forget_from(model, forget_imp, first_layer)
+            stage_alphas = candidates if first_layer is None else _candidate_alphas(
+                alphas, False, stage_forget, full_imp, _pairs(model, stage_forget, full_imp))
+            search = _Search(model, stage_forget, full_imp, snapshot, forget_set, retain_set, target,
+                             original_retain - max_retain_drop, backend, first_layer)
+            _run_search(search, stage_alphas, lams, refine_steps, max_trials)
+            trials += search.trials
+            if any(t.accepted for t in search.trials):
+                break
     finally:
         snapshot.restore()  # whatever happened, the model is the original again here
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start_time
 
-    choice, satisfied = _choose(search.trials, target, tolerance)
+    choice, satisfied = _choose(trials, target, tolerance)
     report = None
     if choice is not None:
-        report = dampen(model, forget_imp, full_imp, alpha=choice.alpha, lam=choice.lam, backend=backend)
+        report = dampen(model, _forget_from(model, forget_imp, choice.first_layer), full_imp,
+                        alpha=choice.alpha, lam=choice.lam, backend=backend)
     if not satisfied:
         warnings.warn(
             "ssd_fast.tune: no trial met both the forget target and the retain constraint; "
@@ -332,9 +362,14 @@ def tune(
         target=target,
         max_retain_drop=max_retain_drop,
         seconds=seconds,
-        trials=tuple(search.trials),
+        trials=tuple(trials),
         report=report,
+        first_layer=None if choice is None else choice.first_layer,
     )
+
+
+def _forget_from(model: nn.Module, forget_imp: Importances, first_layer: str | None) -> Importances:
+    return forget_imp if first_layer is None else dampen_only_from(model, forget_imp, first_layer)
 
 
 def _run_search(search: _Search, alphas: list[float], lams: list[float], refine_steps: int, max_trials: int) -> None:

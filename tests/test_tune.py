@@ -201,3 +201,84 @@ def test_default_alpha_grid_is_log_spaced_and_reaches_below_one() -> None:
     ratios = [b / a for a, b in zip(grid, grid[1:])]
     assert max(ratios) == pytest.approx(min(ratios))  # one constant step in log(alpha)
     assert ratios[0] == pytest.approx(10 ** (1 / 6), rel=0.02)  # about six per decade
+
+
+def test_layer_starts_are_weight_layers_after_the_first_and_capped_evenly() -> None:
+    from ssd_fast._layer_starts import layer_starts
+    from ssd_fast.models import build_model
+
+    cnn = build_model("cnn", num_classes=10, in_channels=1)
+    names = dict(cnn.named_parameters())
+    assert layer_starts(cnn, names) == ["features.1.0.weight", "hidden.1.weight", "classifier.weight"]
+    deep = nn.Sequential(*[nn.Linear(4, 4) for _ in range(10)])
+    starts = layer_starts(deep, dict(deep.named_parameters()), limit=4)
+    assert starts == ["1.weight", "4.weight", "6.weight", "9.weight"]  # 9 candidates, spread evenly, last kept
+    frozen_first = {n: p for n, p in deep.named_parameters() if not n.startswith("0.")}
+    assert layer_starts(deep, frozen_first)[0] == "2.weight"  # only parameters with an importance count
+
+
+def test_dampening_from_a_layer_leaves_earlier_ones_exactly_and_matches_reference_after(trained) -> None:
+    from ssd_fast._layer_starts import dampen_only_from
+
+    model = _copy(trained)
+    forget_imp, full_imp, _, _ = _setup(model)
+    masked = dampen_only_from(model, forget_imp, "3.weight")
+    assert masked.n_samples == forget_imp.n_samples and masked.mode == forget_imp.mode
+    before = _state(model)
+    ssd_fast.dampen(model, masked, full_imp, alpha=1.0, lam=0.5)
+    after = _state(model)
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.equal(after[name], before[name]), name
+    expected = _copy(trained)
+    reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=1.0, lam=0.5)
+    for name in ("3.weight", "3.bias"):
+        assert torch.equal(after[name], expected.state_dict()[name]), name
+    assert not torch.equal(after["3.weight"], before["3.weight"])  # something was dampened there
+    with pytest.raises(ValueError, match="not a parameter"):
+        dampen_only_from(model, forget_imp, "nope.weight")
+
+
+def _reject_stages(monkeypatch, rejected: set) -> None:
+    """Make every trial of the given stages (first_layer values) fail the forget target."""
+    real_score = tune_module._Search._score
+
+    def score(self):
+        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
+        return forget_acc, retain_acc, meets_forget and self.first_layer not in rejected, meets_retain
+
+    monkeypatch.setattr(tune_module._Search, "_score", score)
+
+
+def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_success(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    _reject_stages(monkeypatch, {None})
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    stages = list(dict.fromkeys(t.first_layer for t in result.trials))
+    assert stages == [None, "3.weight"]  # the model's only later weight layer
+    assert result.satisfied and result.first_layer == "3.weight"
+    assert "only from 3.weight on" in str(result)
+    expected = _copy(trained)
+    ssd_fast.dampen(expected, tune_module.dampen_only_from(expected, forget_imp, "3.weight"), full_imp,
+                    alpha=result.alpha, lam=result.lam, backend="reference")
+    _assert_equal_state(_state(model), _state(expected))
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.equal(model.state_dict()[name], trained.state_dict()[name]), name
+
+
+def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_it_should(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    _reject_stages(monkeypatch, {None, "3.weight"})
+    args = dict(forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 10], lams=(1.0,), refine_steps=0,
+                include_auto=False)
+    with pytest.warns(RuntimeWarning, match="no trial met"):
+        only_all = tune(_copy(trained), forget_imp, full_imp, layer_fallback=False, **args)
+    assert {t.first_layer for t in only_all.trials} == {None}
+    with pytest.warns(RuntimeWarning, match="no trial met"):
+        both = tune(model, forget_imp, full_imp, **args)
+    assert [t.first_layer for t in both.trials] == [None, None, "3.weight", "3.weight"]
+    assert not both.satisfied
+    with pytest.raises(TypeError, match="layer_fallback"):
+        tune(_copy(trained), forget_imp, full_imp, layer_fallback="yes", **args)
