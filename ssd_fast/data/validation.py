@@ -1,10 +1,10 @@
 """A held-out slice of the training data, for choosing hyper-parameters without the test set.
 
 `ssd_fast.tune` scores each trial on small evaluation subsets. Taken from images the
-model trained on, they mislead it both ways: the memorised forget images fall faster
-under dampening than unseen ones of the class (forgetting looks better than it is), and
-the memorised retain images lose accuracy faster than unseen ones (retain looks worse).
-Holding a few images per class out of training, and scoring on those, removes both.
+model trained on, they mislead it: memorised retain images lose accuracy under
+dampening faster than unseen ones (Shirt on the 5-epoch small CNN: 3.4 points on
+trained-on images where the test set lost 0.8), so tune rejects settings that are fine.
+Holding a few images per class out of training, and scoring on those, avoids that.
 
     trained_on, held_out = split_validation(data, per_class=600, seed=0)
     # train on trained_on.train_x / train_y; tune on subsets of held_out
