@@ -16,9 +16,12 @@ trials the one whose forget accuracy is closest to the target's aim wins (within
 `tolerance`), then the one with the best retain accuracy, then the larger alpha
 (fewer parameters changed).
 
-When no trial with every layer dampened is accepted, the search runs again with only
-the later layers dampened, from each of a few weight layers onwards, shallowest first,
-and stops at the first start that has an accepted trial (`_layer_starts.py` says why).
+When no accepted trial with every layer dampened comes within `tolerance` of the aim,
+the search runs again with only the later layers dampened, from each of a few weight
+layers onwards, shallowest first, and stops at the first start that does; the choice
+is then made over every trial (`_layer_starts.py` says why). The chance bound alone is
+loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy with every layer, where
+dampening from the second conv on reached 0%.
 """
 from __future__ import annotations
 
@@ -191,6 +194,10 @@ def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> 
     return None, False
 
 
+def _reached_aim(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> bool:
+    return any(t.accepted and abs(t.forget_acc - target.aim) <= tolerance for t in trials)
+
+
 def _largest_ratio(pairs) -> float:
     """max f/d over elements with d > 0: every alpha at or above it selects the same set
     (only the d == 0 elements), so one such alpha stands for all of them."""
@@ -274,9 +281,10 @@ def tune(
         tolerance: forget accuracies this close count as equally good.
         eval_limit: at most this many samples are kept from each evaluation set.
         include_auto: also try ASSD's alpha (`alpha="auto"`) when the counts are known.
-        layer_fallback: when no trial dampening every layer is accepted, search again
-            dampening only from a later weight layer on (up to 4 starts, shallowest
-            first; see `_layer_starts.py`). False searches every layer only.
+        layer_fallback: when no accepted trial dampening every layer comes within
+            `tolerance` of the aim, search again dampening only from a later weight
+            layer on (up to 4 starts, shallowest first, stopping at the first that
+            does; see `_layer_starts.py`). False searches every layer only.
         unpack: maps an evaluation batch to (inputs, labels).
         backend: passed to `ssd_fast.dampen`.
 
@@ -333,7 +341,7 @@ def tune(
                              original_retain - max_retain_drop, backend, first_layer)
             _run_search(search, stage_alphas, lams, refine_steps, max_trials)
             trials += search.trials
-            if any(t.accepted for t in search.trials):
+            if _reached_aim(search.trials, target, tolerance):
                 break
     finally:
         snapshot.restore()  # whatever happened, the model is the original again here

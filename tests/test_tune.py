@@ -282,3 +282,22 @@ def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_i
     assert not both.satisfied
     with pytest.raises(TypeError, match="layer_fallback"):
         tune(_copy(trained), forget_imp, full_imp, layer_fallback="yes", **args)
+
+
+def test_layer_fallback_also_runs_when_every_layer_is_accepted_but_short_of_the_aim(trained, monkeypatch) -> None:
+    """Accepted at 5 points above the aim with every layer: the later-layer search runs,
+    and the trial nearer the aim wins."""
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    real_score = tune_module._Search._score
+
+    def score(self):
+        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
+        return forget_acc + (0.05 if self.first_layer is None else 0.0), retain_acc, meets_forget, meets_retain
+
+    monkeypatch.setattr(tune_module._Search, "_score", score)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    assert any(t.first_layer is None and t.accepted for t in result.trials)
+    assert any(t.first_layer == "3.weight" for t in result.trials)
+    assert result.satisfied and result.first_layer == "3.weight" and result.forget_acc <= 0.01
