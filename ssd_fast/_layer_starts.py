@@ -3,9 +3,9 @@
 SSD dampens every layer. For some classes no (alpha, lambda) then forgets while keeping
 retain accuracy, yet dampening only the later layers does. On Fashion-MNIST (small CNN,
 2 epochs, scored on held-out images) Bag kept 10% forget accuracy with every layer in
-play, and fell to 0% with retain accuracy kept when only the dense head was dampened:
-the early convolutions hold features every class shares, so dampening them costs retain
-accuracy before it costs Bag's. (The published SSD parameters carry `min_layer` for the
+play, and fell to 0% with retain accuracy kept when only the dense head was dampened.
+The early convolutions likely hold features every class shares, so dampening them costs
+retain accuracy before it costs Bag's. (The published SSD parameters carry `min_layer` for the
 same idea, unused by its code.)
 
 A start is a weight layer (a parameter with two or more dimensions: conv, linear,
