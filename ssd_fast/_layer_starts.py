@@ -43,5 +43,4 @@ def dampen_only_from(model: nn.Module, forget: Importances, start: str) -> Impor
         raise ValueError(f"{start!r} is not a parameter with an importance")
     before = set(order[: order.index(start)])
     tensors = {n: torch.zeros_like(t) if n in before else t for n, t in forget.items()}
-    return Importances(tensors, mode=forget.mode, label_free=forget.label_free, n_samples=forget.n_samples,
-                       n_batches=forget.n_batches, batch_size=forget.batch_size, fingerprint=forget.fingerprint)
+    return Importances(tensors, **forget.metadata())
