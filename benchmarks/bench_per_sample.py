@@ -74,7 +74,7 @@ class ViT(nn.Module):
 
 def build(name: str, args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ...]]:
     if name == "resnet18":
-        from ssd_fast.models import cifar_resnet18
+        from ssd_fast.eval.models import cifar_resnet18
 
         return cifar_resnet18(100), (3, 32, 32)
     if name == "vit_s16":

@@ -23,18 +23,15 @@ if ! $PY -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2
 fi
 $PY -c 'from ssd_fast import _ops; assert _ops.has_kernel("cuda"), _ops.LOAD_ERROR; print("CUDA kernels loaded")'
 
-step "tests (CUDA cases run here; everything else too, as a cross-check)"
-timeout 150 $PY -m pytest -q -x -p no:cacheprovider tests/test_ops.py tests/test_dampen.py tests/test_importance.py \
-  tests/test_bad_input.py --junitxml="$OUT/tests.xml" 2>&1 | tail -15
+step "tests: the whole suite, since this machine's torch differs from CI's"
+timeout 240 $PY -m pytest -q -p no:cacheprovider tests --junitxml="$OUT/tests.xml" 2>&1 | tail -25
 tests_rc=${PIPESTATUS[0]}
 
 step "kernel benchmarks"
 timeout 150 $PY benchmarks/kernel_bench.py --device cuda --repeats 50 --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt"
 
-if [ -f benchmarks/bench_per_sample.py ]; then
-  step "per-sample benchmark"
-  timeout 90 $PY benchmarks/bench_per_sample.py --device cuda --json "$OUT/per_sample.json" 2>&1 | tail -20
-fi
+step "per-sample benchmark"
+timeout 90 $PY benchmarks/bench_per_sample.py --device cuda --json "$OUT/per_sample.json" 2>&1 | tail -20
 
 step "done: tests exit $tests_rc"
 exit "$tests_rc"

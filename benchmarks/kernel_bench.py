@@ -19,7 +19,7 @@ from collections.abc import Callable
 import torch
 
 import ssd_fast
-from ssd_fast.models import cifar_resnet18
+from ssd_fast.eval.models import cifar_resnet18
 
 try:
     from . import impls

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/tune_fashion_mnist.py [--classes 0 1 ...] [--json out.json]
 
-The model is the small CNN trained as the main job trains it (ssd_fast.models, 2
+The model is the small CNN trained as the main job trains it (ssd_fast.eval.models, 2
 epochs, Adam 1e-3, batch 64; cached after the first run), but with `--holdout` images
 per class (default 600) kept out of training: a validation slice of the TRAINING data.
 The full importance is batch mode at batch size 64 on every image the model trained on,
@@ -29,12 +29,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import ssd_fast
-from ssd_fast.data import load_fashion_mnist, split_validation
-from ssd_fast.models import build_model
-from ssd_fast.training import train
+from ssd_fast.eval.data import load_fashion_mnist, split_validation
+from ssd_fast.eval.models import build_model
+from ssd_fast.eval.training import train
 
 # The module's function, whether or not ssd_fast/__init__ exports `tune` yet.
-tune_fn = importlib.import_module("ssd_fast.tune").tune
+tune_fn = importlib.import_module("ssd_fast.tune._search").tune
 
 
 def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> DataLoader:

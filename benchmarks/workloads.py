@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ssd_fast.models import cifar_resnet18
+from ssd_fast.eval.models import cifar_resnet18
 
 
 def vit_b16_shapes(num_classes: int = 100) -> list[tuple[int, ...]]:

@@ -6,12 +6,12 @@
 
 `ssd_fast.reference` is the pure-PyTorch oracle every fast path is tested against.
 Subpackages, imported on demand: `ssd_fast.per_sample` (Weighted and PerClass targets),
-`ssd_fast.compat` (drop-in for the published ParameterPerturber), and, for evaluation,
-`ssd_fast.data`, `ssd_fast.models`, `ssd_fast.metrics`, `ssd_fast.baselines` and the
-benchmark `python -m ssd_fast.bench`.
+`ssd_fast.tune` (the alpha search), `ssd_fast.compat` (drop-in for the published
+ParameterPerturber), and the evaluation harness `ssd_fast.eval` (data, models, metrics,
+baselines, and the benchmark `python -m ssd_fast.eval.bench`), which the core never imports.
 """
 from . import reference
-from ._auto_alpha import auto_alpha
+from .auto_alpha import auto_alpha
 from .dampen import dampen
 from .importance import importance
 from .importances import Importances

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from . import _ops, reference
-from ._auto_alpha import resolve_auto_alpha
+from .auto_alpha import resolve_auto_alpha
 from ._pairing import pair_with_model
 from .importance import importance
 from .importances import Importances

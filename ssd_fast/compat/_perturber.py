@@ -11,7 +11,7 @@ this class follows the published code:
 - importance is divided by the number of batches, as `len(dataloader)` is;
 - `modify_weight` pairs by position when the keys are not the model's names (warning);
 - `exponent` and `lower_bound` other than 1, and `selection_weighting` 0, run the
-  published rule in plain PyTorch (`_fallback.py`), since the kernel does not express them.
+  published rule in plain PyTorch (`_published.py`), since the kernel does not express them.
 
 Differences that do not change the dampened model in the published workflow:
 - gradients come from `torch.autograd.grad`, so `.grad` fields and the optimizer are
@@ -35,7 +35,7 @@ from .._batches import to_device
 from ..dampen import dampen
 from ..importance import BatchGradientAccumulator
 from ..importances import Importances
-from ._fallback import published_dampen_
+from ._published import published_dampen_
 from ._layouts import Unpack, make_unpack
 from ._positional import rekey_by_model
 

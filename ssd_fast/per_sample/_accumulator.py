@@ -27,10 +27,10 @@ from .._batches import call_model, count_samples
 from .._loss import LossFn
 from ._chunks import DEFAULT_BUDGET, add_power_sum_
 from ._coverage import parameter_uses
-from ._fallback import ModelCall, fallback_accumulate_
+from ._vmap import ModelCall, fallback_accumulate_
 from ._losses import per_sample_losses
 from ._plan import Layer, Plan, make_plan
-from ._rules import layer_input
+from .rules import layer_input
 from ._tap import source, tap
 from ._targets import seeds_for
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
-from ._rules import Rule, rule_for
+from .rules import Rule, rule_for
 
 
 @dataclass(eq=False)

@@ -1,0 +1,138 @@
+"""Running the benchmark: for each seed, train (or load) the model, then every method."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..._batches import eval_mode
+from ..data import load_dataset, make_loader, make_scenario, subsample_test
+from ...importances import Importances
+from ..metrics import evaluate, fraction_changed
+from ..models import build_model
+from ..training import train
+from .checkpoint import Checkpoints, cache_root, checkpoint_key
+from .config import BenchConfig
+from .methods import RUNNERS, Context, full_importance
+
+
+@dataclass
+class BenchResult:
+    """What a run produced: one record per method and seed, plus the once-per-model steps."""
+
+    config: BenchConfig
+    data_name: str
+    forget_name: str
+    records: list[dict] = field(default_factory=list)
+    steps: list[dict] = field(default_factory=list)   # per seed: training and full-importance times
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:5.1f}%"
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+def _labels_key(config: BenchConfig) -> str:
+    # "class" and "random" train on the original labels; "subclass" on superclasses.
+    return "superclass" if config.scenario == "subclass" else "class"
+
+
+def _train_model(config: BenchConfig, splits, seed: int, data_name: str, in_channels: int) -> tuple[torch.nn.Module, Checkpoints, float, bool]:
+    torch.manual_seed(seed)
+    model = build_model(config.model, num_classes=splits.num_classes, in_channels=in_channels).to(config.device)
+    key = checkpoint_key(
+        data=data_name, model=config.model, labels=_labels_key(config), seed=seed, subset=config.train_subset,
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+    )
+    ckpt = Checkpoints(cache_root(config.cache_dir), key, enabled=config.use_cache)
+    loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=seed)
+    model, seconds, cached = ckpt.model(model, lambda m: train(m, loader, config.epochs, lr=config.lr, progress=config.progress))
+    return model.to(config.device), ckpt, seconds, cached
+
+
+def _full_importances(ctx: Context, ckpt: Checkpoints) -> dict:
+    """Full importances for the SSD variants asked for, cached with the checkpoint; logs their times."""
+    times = {}
+    for method in ("ssd", "ssd_reference"):
+        if method not in ctx.config.methods:
+            continue
+        name = f"full-{method}-bs{ctx.config.importance_batch_size}"
+        compute = lambda m=method: full_importance(m, ctx.model, ctx.splits, ctx.config)  # noqa: E731
+        if method == "ssd":
+            value, seconds, cached = ckpt.value(name + ".safetensors", compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p))
+        else:
+            value, seconds, cached = ckpt.value(name + ".pt", compute)
+        ctx.full[method] = value if method == "ssd_reference" else value.to(ctx.config.device)
+        times[method] = (seconds, cached)
+    return times
+
+
+def _warm_up(model: torch.nn.Module, splits, device: str) -> None:
+    """One untimed forward+backward at batch 64 and at batch 1, so that no method pays the
+    one-off costs (allocator, kernel selection) of running first."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with eval_mode(model), torch.enable_grad():
+        for n in (64, 1):
+            x, y = splits.train.tensors[0][:n].to(device), splits.train.tensors[1][:n].to(device)
+            torch.autograd.grad(torch.nn.functional.cross_entropy(model(x), y), params)
+
+
+def _record(method: str, seed: int, run, scores: dict, changed: float) -> dict:
+    return {
+        "method": method, "seed": seed, **scores, "seconds": run.seconds, "extrapolated": run.extrapolated,
+        "measured_seconds": run.measured_seconds, "params_changed": changed, "steps": run.steps, "notes": run.notes,
+    }
+
+
+def _run_seed(config: BenchConfig, data, seed: int, result: BenchResult) -> None:
+    splits = make_scenario(data, config.scenario, config.forget_target(), n_forget=config.n_forget, train_subset=config.train_subset, seed=seed)
+    result.forget_name = splits.forget_name
+    if config.scenario != "random":
+        # With a test subset, make sure the forgotten (sub)class is still represented.
+        if splits.test_forget_mask is not None and not bool(splits.test_forget_mask.any()):
+            raise ValueError(f"the test subset has no images of {splits.forget_name}; raise --test-subset")
+    _log(f"[seed {seed}] {data.name}, {config.scenario} forgetting of {splits.forget_name}: "
+         f"train {len(splits.train)}, forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(splits.test)}")
+    model, ckpt, train_seconds, cached = _train_model(config, splits, seed, data.name, data.image_shape[0])
+    _log(f"[seed {seed}] trained {config.model} ({config.epochs} epochs): {train_seconds:.1f} s" + (" (measured then; loaded from cache)" if cached else ""))
+    _warm_up(model, splits, config.device)
+    ctx = Context(config=config, seed=seed, splits=splits, model=model)
+    full_times = _full_importances(ctx, ckpt)
+    if full_times:
+        _log(f"[seed {seed}] full-data importance, once per model: " + " | ".join(
+            f"{m} {s:.2f} s" + (" (cached)" if c else "") for m, (s, c) in full_times.items()))
+    result.steps.append({"seed": seed, "train_seconds": train_seconds, "train_cached": cached,
+                         "full_importance_seconds": {m: s for m, (s, _) in full_times.items()}})
+    for method in config.methods:
+        torch.manual_seed(seed)
+        run = RUNNERS[method](ctx)
+        start = time.perf_counter()
+        scores = evaluate(run.model, splits)
+        changed = fraction_changed(model, run.model)
+        result.records.append(_record(method, seed, run, scores, changed))
+        steps = ", ".join(f"{k} {v:.3f} s" for k, v in run.steps.items())
+        _log(f"[seed {seed}] {method:<13} forget {_pct(scores['forget_acc'])}  retain {_pct(scores['retain_acc'])}  "
+             f"MIA {_pct(scores['mia'])}  time {run.seconds:9.3f} s{' (extrapolated)' if run.extrapolated else ''}"
+             f"{'  [' + steps + ']' if steps else ''}  (scored in {time.perf_counter() - start:.1f} s)")
+
+
+def run_bench(config: BenchConfig) -> BenchResult:
+    """Run every seed and method of `config`; returns the records (writing is separate)."""
+    previous = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        # The test subset is fixed (seed 0) so that every seed is scored on the same images.
+        data = subsample_test(load_dataset(config.data_dir), config.test_subset, seed=0)
+        result = BenchResult(config=config, data_name=data.name, forget_name="")
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
+            _run_seed(config, data, seed, result)
+    finally:
+        torch.set_num_threads(previous)  # callers in the same process keep their own setting
+    Path(config.out).mkdir(parents=True, exist_ok=True)
+    return result

@@ -1,0 +1,397 @@
+"""`ssd_fast.tune`: choose alpha (and lambda) for one deletion request automatically.
+
+SSD's weak point is alpha: on Fashion-MNIST the right value ranges from 3 to 100 per
+class (ANCHORS.md). Dampening costs microseconds to milliseconds, so a search is cheap
+once the two importances exist: compute them once, then for each trial restore the
+parameters from one saved copy, dampen, and score on small evaluation subsets taken
+from the training data. The test set is never needed.
+
+    result = ssd_fast.tune(model, forget_imp, full_imp, forget_eval=forget_sub, retain_eval=retain_sub)
+    result.alpha, result.lam, result.satisfied, len(result.trials)
+
+A trial is accepted when its forget accuracy is at most the target's bound (see
+`_target.py` for the proxies used when no retrained model exists) and its retain
+accuracy is at most `max_retain_drop` below the original model's. Among accepted
+trials the one whose forget accuracy is closest to the target's aim wins (within
+`tolerance`), then the one with the best retain accuracy, then the larger alpha
+(fewer parameters changed).
+
+When no accepted trial with every layer dampened comes within `tolerance` of the aim,
+the search runs again with only the later layers dampened, from each of a few weight
+layers onwards, shallowest first, and stops at the first start that does; the choice
+is then made over every trial (`_layer_starts.py` says why). The chance bound alone is
+loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy with every layer, where
+dampening from the second conv on reached 0%.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ._alpha_grid import bisection_points, default_alphas
+from ..auto_alpha import resolve_auto_alpha
+from .._batches import Unpack, model_device
+from ._evaluation import EvalSet
+from ._layer_starts import dampen_only_from, layer_starts
+from ._snapshot import ParameterSnapshot
+from ._target import ForgetTarget, resolve_target
+from ..dampen import ImportanceSource, _as_importances, _check_compatible, _choose_backends, _pairs, dampen
+from ..importances import Importances
+from ..report import DampenReport
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One (alpha, lambda) tried: its scores on the evaluation subsets."""
+
+    alpha: float
+    lam: float
+    selected: int
+    forget_acc: float
+    retain_acc: float
+    meets_forget: bool
+    meets_retain: bool
+    reused: bool  # same lambda and selected count as an earlier trial: same model, scores reused
+    first_layer: str | None = None  # dampened only from this parameter on; None: every layer
+
+    # A trial that fails a constraint may stop scoring early (see _Search._score): its
+    # accuracies are then estimates from the part of the evaluation set scored.
+
+    @property
+    def accepted(self) -> bool:
+        return self.meets_forget and self.meets_retain
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """What `tune` chose, why, and every trial it ran. The model is left dampened with the choice.
+
+    `alpha` and `lam` are None when no trial kept retain accuracy; the model is then
+    left unchanged. `satisfied` says whether the choice met both the forget target
+    and the retain constraint; when False the choice is the best effort (closest to the
+    target while keeping retain accuracy). `first_layer` is None when every layer was
+    dampened, else the parameter from which on (in `named_parameters()` order) it was.
+    """
+
+    alpha: float | None
+    lam: float | None
+    satisfied: bool
+    forget_acc: float
+    retain_acc: float
+    original_forget_acc: float
+    original_retain_acc: float
+    target: ForgetTarget
+    max_retain_drop: float
+    seconds: float
+    trials: tuple[Trial, ...] = field(repr=False)
+    report: DampenReport | None = field(default=None, repr=False)
+    first_layer: str | None = None
+
+    @property
+    def trials_per_second(self) -> float:
+        return len(self.trials) / self.seconds if self.seconds > 0 else math.inf
+
+    def __str__(self) -> str:
+        chosen = "none (model unchanged)" if self.alpha is None else f"alpha={self.alpha:.4g}, lambda={self.lam:g}"
+        if self.alpha is not None and self.first_layer is not None:
+            chosen += f", only from {self.first_layer} on"
+        return (
+            f"SSD tune: {chosen}; {'target met' if self.satisfied else 'TARGET NOT MET'}\n"
+            f"  forget acc {self.original_forget_acc:.3f} -> {self.forget_acc:.3f} "
+            f"(aim {self.target.aim:.3f}, at most {self.target.bound:.3f}: {self.target.source})\n"
+            f"  retain acc {self.original_retain_acc:.3f} -> {self.retain_acc:.3f} (drop at most {self.max_retain_drop:.3f})\n"
+            f"  {len(self.trials)} trials in {self.seconds:.2f} s ({self.trials_per_second:.1f}/s)"
+        )
+
+
+def _check_numbers(values: Sequence[float], name: str, *, positive: bool) -> list[float]:
+    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
+        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
+    out = list(values)
+    if not out:
+        raise ValueError(f"{name} is empty")
+    for v in out:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} must hold finite numbers, got {v!r}")
+        if (v <= 0) if positive else (v < 0):
+            raise ValueError(f"{name} values must be {'> 0' if positive else '>= 0'}, got {v!r}")
+    return [float(v) for v in out]
+
+
+def _check_fraction(value: float | None, name: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
+
+
+def _check_count(value: int | None, name: str, minimum: int) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+
+
+class _Search:
+    """Runs trials on the model: restore, dampen, score; remembers every outcome."""
+
+    def __init__(self, model, forget_imp, full_imp, snapshot, forget_set, retain_set, target, retain_floor, backend, first_layer=None):
+        self.model, self.forget_imp, self.full_imp, self.first_layer = model, forget_imp, full_imp, first_layer
+        self.snapshot, self.forget_set, self.retain_set = snapshot, forget_set, retain_set
+        self.target, self.retain_floor, self.backend = target, retain_floor, backend
+        self.trials: list[Trial] = []
+        self._scores: dict[tuple[float, int], tuple[float, float]] = {}
+
+    def tried(self, alpha: float, lam: float) -> bool:
+        return any(t.lam == lam and math.isclose(t.alpha, alpha, rel_tol=1e-9) for t in self.trials)
+
+    def run(self, alpha: float, lam: float) -> Trial:
+        self.snapshot.restore()
+        report = dampen(self.model, self.forget_imp, self.full_imp, alpha=alpha, lam=lam, backend=self.backend)
+        # For one lambda the selected sets are nested in alpha, so an equal count means an
+        # identical set and an identical model: its scores are already known.
+        key = (lam if report.selected else 0.0, report.selected)
+        reused = key in self._scores
+        if not reused:
+            self._scores[key] = self._score()
+        forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
+        trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer)
+        self.trials.append(trial)
+        return trial
+
+    def _score(self) -> tuple[float, float, bool, bool]:
+        """Scores the model as it is now. Each set stops early once its constraint has
+        certainly failed; a failed trial's accuracy is then an estimate from the part scored."""
+        eps = 1e-9
+        forget_acc, forget_done = self.forget_set.score(self.model, max_correct=self.target.bound * self.forget_set.size + eps)
+        retain_acc, retain_done = self.retain_set.score(
+            self.model, max_wrong=(1.0 - self.retain_floor) * self.retain_set.size + eps
+        )
+        meets_forget = forget_done and forget_acc <= self.target.bound + eps
+        meets_retain = retain_done and retain_acc >= self.retain_floor - eps
+        return forget_acc, retain_acc, meets_forget, meets_retain
+
+
+def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> tuple[Trial | None, bool]:
+    """The accepted trial closest to the aim (then best retain, then larger alpha), or a best effort."""
+    def distance(t: Trial) -> float:
+        return abs(t.forget_acc - target.aim)
+
+    accepted = [t for t in trials if t.accepted]
+    if accepted:
+        best = min(distance(t) for t in accepted)
+        close = [t for t in accepted if distance(t) <= best + tolerance]
+        return max(close, key=lambda t: (t.retain_acc, t.alpha)), True
+    keeping = [t for t in trials if t.meets_retain and t.selected]
+    if keeping:
+        return min(keeping, key=lambda t: (distance(t), -t.retain_acc, -t.alpha)), False
+    return None, False
+
+
+def _reached_aim(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> bool:
+    return any(t.accepted and abs(t.forget_acc - target.aim) <= tolerance for t in trials)
+
+
+def _largest_ratio(pairs) -> float:
+    """max f/d over elements with d > 0: every alpha at or above it selects the same set
+    (only the d == 0 elements), so one such alpha stands for all of them."""
+    largest = 0.0
+    for _, _, f, d in pairs:
+        ratio = f / d
+        finite = ratio[torch.isfinite(ratio)]
+        if finite.numel():
+            largest = max(largest, float(finite.max()))
+    return largest
+
+
+def _candidate_alphas(alphas: Sequence[float] | None, include_auto: bool, forget_imp: Importances, full_imp: Importances, pairs) -> list[float]:
+    grid = list(alphas) if alphas is not None else default_alphas()
+    if include_auto:
+        try:  # ASSD's alpha as one more candidate, when the sample counts are known
+            grid.append(resolve_auto_alpha(forget_imp, full_imp, [(f, d) for _, _, f, d in pairs]))
+        except (TypeError, ValueError):
+            pass
+    grid = sorted(set(grid))
+    ceiling = _largest_ratio(pairs)
+    above = [a for a in grid if a >= ceiling]
+    return [a for a in grid if a < ceiling] + above[:1]
+
+
+def tune(
+    model: nn.Module,
+    forget: ImportanceSource,
+    full: ImportanceSource,
+    *,
+    forget_eval: Iterable,
+    retain_eval: Iterable,
+    target_forget_acc: float | None = None,
+    max_retain_drop: float = 0.02,
+    alphas: Sequence[float] | None = None,
+    lams: Sequence[float] = (1.0, 0.1, 0.01),
+    refine_steps: int = 6,
+    max_trials: int = 200,
+    unseen_eval: Iterable | None = None,
+    retrained: nn.Module | None = None,
+    full_class: bool | None = None,
+    tolerance: float = 0.01,
+    eval_limit: int | None = 2000,
+    include_auto: bool = True,
+    layer_fallback: bool = True,
+    unpack: Unpack | None = None,
+    backend: str = "auto",
+) -> TuneResult:
+    """Search alpha (and lambda) for SSD with importances computed once; leave the model dampened.
+
+    Args:
+        model: the trained model, modified in place: on return it is dampened with the
+            chosen setting (or unchanged when nothing kept retain accuracy).
+        forget, full: importances on Df and D (Importances or dicts), or data to compute
+            them from, once, with `ssd_fast.importance`.
+        forget_eval, retain_eval: small evaluation subsets (iterables of (x, y) batches)
+            of the forget and retain data, taken from the training data, never the test
+            set. Best held out of training (`ssd_fast.eval.data.split_validation`): retain
+            images the model memorised lose accuracy under dampening faster than
+            unseen ones, so scoring on them rejects settings that are fine.
+        target_forget_acc: the largest acceptable forget accuracy. The default aims at
+            what a model retrained without Df would score, through a proxy when no
+            retrained model is given: full-class forgetting (no forget label occurs in
+            retain_eval) aims at 0 and accepts at most chance, 1/num_classes; other
+            forgetting aims at the original model's accuracy on `unseen_eval` and
+            accepts up to `tolerance` above it.
+        max_retain_drop: the most retain accuracy may fall below the original model's (a fraction).
+        alphas: the alpha grid; default 22 log-spaced values from 0.1 to 300. Alphas
+            below 1 matter: some classes (Bag on Fashion-MNIST) are forgotten only
+            when parameters barely more important to Df than to D are dampened too.
+        lams: the lambdas to try; (1.0,) searches alpha only. Small lambdas dampen the
+            selected parameters harder (each is scaled by min(lambda * d / f, 1)).
+        refine_steps: rounds of log-bisection where neighbouring outcomes flip; 6 rounds
+            split a grid step (x1.47) to about 0.6%, enough to land between the cliffs
+            where forget or retain accuracy jumps.
+        max_trials: a cap on trials per layer start (every layer, then each fallback start).
+        unseen_eval: held-out data of the forget distribution (not the test set), for
+            forgetting that is not a whole class.
+        retrained: a model trained without Df, when one exists: its forget accuracy is the aim.
+        full_class: whether Df is whole classes; detected from the labels when None.
+        tolerance: forget accuracies this close count as equally good.
+        eval_limit: at most this many samples are kept from each evaluation set.
+        include_auto: also try ASSD's alpha (`alpha="auto"`) when the counts are known.
+        layer_fallback: when no accepted trial dampening every layer comes within
+            `tolerance` of the aim, search again dampening only from a later weight
+            layer on (up to 4 starts, shallowest first, stopping at the first that
+            does; see `_layer_starts.py`). False searches every layer only.
+        unpack: maps an evaluation batch to (inputs, labels).
+        backend: passed to `ssd_fast.dampen`.
+
+    Returns:
+        TuneResult with the choice, its scores, the target, and every trial.
+
+    Raises:
+        TypeError, ValueError, RuntimeError: on bad input, before the model changes.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if alphas is not None:
+        alphas = _check_numbers(alphas, "alphas", positive=True)
+    lams = _check_numbers(lams, "lams", positive=False)
+    for value, name in ((target_forget_acc, "target_forget_acc"), (max_retain_drop, "max_retain_drop"), (tolerance, "tolerance")):
+        _check_fraction(value, name)
+    _check_count(refine_steps, "refine_steps", 0)
+    _check_count(max_trials, "max_trials", 1)
+    _check_count(eval_limit, "eval_limit", 1)
+    if not isinstance(layer_fallback, bool):
+        raise TypeError(f"layer_fallback must be a bool, got {layer_fallback!r}")
+    if full_class is not None and not isinstance(full_class, bool):
+        raise TypeError(f"full_class must be a bool or None, got {full_class!r}")
+    if retrained is not None and not isinstance(retrained, nn.Module):
+        raise TypeError(f"retrained must be a torch.nn.Module, got {type(retrained).__name__}")
+
+    forget_imp = _as_importances(model, forget, "forget")
+    full_imp = _as_importances(model, full, "full")
+    _check_compatible(forget_imp, full_imp)
+    pairs = _pairs(model, forget_imp, full_imp)
+    _choose_backends(pairs, backend)
+
+    device = model_device(model)
+    forget_set = EvalSet(forget_eval, "forget_eval", device, limit=eval_limit, unpack=unpack)
+    retain_set = EvalSet(retain_eval, "retain_eval", device, limit=eval_limit, unpack=unpack)
+    unseen_set = EvalSet(unseen_eval, "unseen_eval", device, limit=eval_limit, unpack=unpack) if unseen_eval is not None else None
+    target = resolve_target(
+        model, forget_set, retain_set, target_forget_acc=target_forget_acc, unseen_eval=unseen_set,
+        retrained=retrained, full_class=full_class, tolerance=tolerance,
+    )
+    original_forget, original_retain = forget_set.accuracy(model), retain_set.accuracy(model)
+    candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, pairs)
+
+    snapshot = ParameterSnapshot(model, forget_imp, full_imp, alpha_min=min(candidates))
+    starts = [None] + (layer_starts(model, forget_imp) if layer_fallback else [])
+    trials: list[Trial] = []
+    start_time = time.perf_counter()
+    try:
+        for first_layer in starts:
+            stage_forget = _forget_from(model, forget_imp, first_layer)
+            stage_alphas = candidates if first_layer is None else _candidate_alphas(
+                alphas, False, stage_forget, full_imp, _pairs(model, stage_forget, full_imp))
+            search = _Search(model, stage_forget, full_imp, snapshot, forget_set, retain_set, target,
+                             original_retain - max_retain_drop, backend, first_layer)
+            _run_search(search, stage_alphas, lams, refine_steps, max_trials)
+            trials += search.trials
+            if _reached_aim(search.trials, target, tolerance):
+                break
+    finally:
+        snapshot.restore()  # whatever happened, the model is the original again here
+    seconds = time.perf_counter() - start_time
+
+    choice, satisfied = _choose(trials, target, tolerance)
+    report = None
+    if choice is not None:
+        report = dampen(model, _forget_from(model, forget_imp, choice.first_layer), full_imp,
+                        alpha=choice.alpha, lam=choice.lam, backend=backend)
+    if not satisfied:
+        warnings.warn(
+            "ssd_fast.tune: no trial met both the forget target and the retain constraint; "
+            + ("the model is left unchanged" if choice is None else "the model is dampened with the best effort"),
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return TuneResult(
+        alpha=None if choice is None else choice.alpha,
+        lam=None if choice is None else choice.lam,
+        satisfied=satisfied,
+        forget_acc=original_forget if choice is None else choice.forget_acc,
+        retain_acc=original_retain if choice is None else choice.retain_acc,
+        original_forget_acc=original_forget,
+        original_retain_acc=original_retain,
+        target=target,
+        max_retain_drop=max_retain_drop,
+        seconds=seconds,
+        trials=tuple(trials),
+        report=report,
+        first_layer=None if choice is None else choice.first_layer,
+    )
+
+
+def _forget_from(model: nn.Module, forget_imp: Importances, first_layer: str | None) -> Importances:
+    return forget_imp if first_layer is None else dampen_only_from(model, forget_imp, first_layer)
+
+
+def _run_search(search: _Search, alphas: list[float], lams: list[float], refine_steps: int, max_trials: int) -> None:
+    """The grid for every lambda, then rounds of bisection where outcomes flip."""
+    for lam in lams:
+        for alpha in alphas:
+            if len(search.trials) >= max_trials:
+                return
+            search.run(alpha, lam)
+    for _ in range(refine_steps):
+        points = [(a, lam) for lam in lams for a in bisection_points(search.trials, lam) if not search.tried(a, lam)]
+        if not points:
+            return
+        for alpha, lam in points:
+            if len(search.trials) >= max_trials:
+                return
+            search.run(alpha, lam)

@@ -1,0 +1,111 @@
+"""The vmap fallback: modules without a rule, and uses that a rule cannot cover exactly."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .support import assert_close, loop_oracle, per_sample
+
+
+class Scale(nn.Module):
+    """A module with no rule: an elementwise learned scale."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
+class Attention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(4, 2, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.attn(x, x, x, need_weights=False)[0].mean(1))
+
+
+class Tied(nn.Module):
+    """An embedding whose weight is reused as the output layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(5, 4)
+        self.mix = nn.Linear(4, 4)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.tanh(self.mix(self.embed(idx))).mean(1), self.embed.weight)
+
+
+class Twice(nn.Module):
+    """One Linear applied twice: its per-sample gradient sums both calls before squaring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.step(torch.tanh(self.step(x)))))
+
+
+class TimeMajor(nn.Module):
+    """A Linear that sees [T, B, D]: its rows are not samples."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.proj(x.transpose(0, 1))).mean(0))
+
+
+class RowVector(nn.Module):
+    """A [1, D] parameter that is not broadcast over the batch: x @ w.T."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(1, 4))
+        self.head = nn.Linear(1, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x @ self.w.t())
+
+
+CASES = {
+    "custom_module": (lambda: nn.Sequential(nn.Linear(4, 4), Scale(4), nn.Tanh(), nn.Linear(4, 3)), lambda n: torch.randn(n, 4), "1 (Scale)"),
+    "multihead_attention": (Attention, lambda n: torch.randn(n, 3, 4), "attn"),
+    "tied_weights": (Tied, lambda n: torch.randint(0, 5, (n, 3)), "embed"),
+    "layer_called_twice": (Twice, lambda n: torch.randn(n, 4), "step"),
+    "time_major_linear": (TimeMajor, lambda n: torch.randn(n, 3, 4), "proj"),
+    "row_vector_parameter": (RowVector, lambda n: torch.randn(n, 4), "<model>"),
+}
+
+
+@pytest.mark.parametrize("label_free", [False, True], ids=["squared", "label_free"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_fallback_is_exact_and_named(name: str, label_free: bool) -> None:
+    make, inputs, module_name = CASES[name]
+    torch.manual_seed(0)
+    model = make()
+    x = inputs(10)
+    y = None if label_free else torch.randint(0, 3 if name != "tied_weights" else 5, (10,))
+    with pytest.warns(RuntimeWarning, match=f"vmap.*|{module_name}") as record:
+        got = per_sample(model, x, y, batch_size=4, label_free=label_free)
+    assert any(module_name in str(w.message) for w in record), [str(w.message) for w in record]
+    assert_close(got, loop_oracle(model, x, y, label_free=label_free))
+
+
+def test_fallback_warns_once_per_module() -> None:
+    torch.manual_seed(0)
+    model = CASES["custom_module"][0]()
+    x, y = torch.randn(12, 4), torch.randint(0, 3, (12,))
+    with pytest.warns(RuntimeWarning) as record:
+        per_sample(model, x, y, batch_size=3)
+    assert sum("Scale" in str(w.message) for w in record) == 1

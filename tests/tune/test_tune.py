@@ -1,0 +1,303 @@
+"""ssd_fast.tune: exact restores between trials, the choice left in the model, clean failures."""
+from __future__ import annotations
+
+import copy
+import importlib
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import ssd_fast
+from ssd_fast import reference
+from ssd_fast.tune._alpha_grid import default_alphas
+from ssd_fast.tune._target import ForgetTarget
+from ssd_fast.tune._search import Trial, _choose, tune
+
+# The module, not the function: ssd_fast/__init__ may export `tune`, which shadows the attribute.
+tune_module = importlib.import_module("ssd_fast.tune._search")
+
+CLASSES = 4
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % CLASSES
+    centers = torch.randn(CLASSES, 12, generator=torch.Generator().manual_seed(99)) * 2
+    return centers[y] + torch.randn(n, 12, generator=g), y
+
+
+@pytest.fixture(scope="module")
+def trained() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, CLASSES))
+    x, y = _data(400, 1)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return model.eval()
+
+
+def _copy(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)
+
+
+def _setup(model: nn.Module):
+    x, y = _data(400, 1)
+    forget, retain = y == 0, y != 0
+    loader = lambda m, bs=32: DataLoader(TensorDataset(x[m], y[m]), batch_size=bs)
+    full_imp = ssd_fast.importance(model, loader(torch.ones_like(y, dtype=torch.bool)), progress=False)
+    forget_imp = ssd_fast.importance(model, loader(forget), progress=False)
+    return forget_imp, full_imp, loader(forget, 64), loader(retain, 64)
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _assert_equal_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    original = _state(model)
+    calls = []
+
+    def checking_dampen(m, *args, **kwargs):
+        _assert_equal_state(_state(m), original)  # bit-for-bit the original before each trial
+        calls.append(kwargs["alpha"])
+        return ssd_fast.dampen(m, *args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "dampen", checking_dampen)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 3, 10, 30, 100], lams=(1.0, 0.1))
+    assert len(calls) == len(result.trials) + 1  # every trial, then the final dampen
+    assert result.satisfied and result.alpha is not None
+    assert result.forget_acc <= result.target.bound and result.target.bound == pytest.approx(1 / CLASSES)
+    assert result.retain_acc >= result.original_retain_acc - 0.02
+    expected = _copy(trained)
+    reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=result.alpha, lam=result.lam)
+    _assert_equal_state(_state(model), _state(expected))
+    assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(result.trials)
+
+
+def test_bisection_adds_trials_between_grid_points(trained) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[1, 1000], lams=(1.0,), refine_steps=3, include_auto=False)
+    assert len(result.trials) > 2
+    assert all(1 <= t.alpha <= 1000 for t in result.trials)
+
+
+def test_a_failure_mid_search_leaves_the_model_as_it_was(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    original = _state(model)
+    runs = {"n": 0}
+    real_run = tune_module._Search.run
+
+    def failing_run(self, alpha, lam):
+        runs["n"] += 1
+        if runs["n"] == 3:
+            raise RuntimeError("boom")
+        return real_run(self, alpha, lam)
+
+    monkeypatch.setattr(tune_module._Search, "run", failing_run)
+    with pytest.raises(RuntimeError, match="boom"):
+        tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval)
+    _assert_equal_state(_state(model), original)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(alphas=[0, 1]), ValueError, "> 0"),
+        (dict(alphas=[float("nan")]), ValueError, "finite"),
+        (dict(lams=[-1.0]), ValueError, ">= 0"),
+        (dict(lams=[]), ValueError, "empty"),
+        (dict(max_retain_drop=2.0), ValueError, "fraction"),
+        (dict(max_trials=0), ValueError, "max_trials"),
+        (dict(forget_eval=[]), ValueError, "no samples"),
+        (dict(forget_eval=torch.zeros(3)), TypeError, "forget_eval"),
+        (dict(full_class=False), ValueError, "target_forget_acc"),
+        (dict(backend="tpu"), ValueError, "backend"),
+        (dict(forget={"0.weight": torch.zeros(32, 12)}), ValueError, "missing"),
+    ],
+)
+def test_bad_input_raises_before_the_model_is_touched(trained, kwargs, error, match) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    args = dict(forget=forget_imp, full=full_imp, forget_eval=forget_eval, retain_eval=retain_eval)
+    args.update(kwargs)
+    original = _state(model)
+    with pytest.raises(error, match=match):
+        tune(model, args.pop("forget"), args.pop("full"), **args)
+    _assert_equal_state(_state(model), original)
+
+
+def _trial(alpha, forget, retain, *, lam=1.0, selected=10, bound=0.1, floor=0.88) -> Trial:
+    return Trial(alpha, lam, selected, forget, retain, forget <= bound, retain >= floor, False)
+
+
+def test_choice_prefers_closest_to_aim_then_retain_then_alpha() -> None:
+    target = ForgetTarget(aim=0.0, bound=0.1, source="test")
+    trials = [_trial(3, 0.0, 0.89), _trial(10, 0.005, 0.95), _trial(30, 0.08, 0.97), _trial(100, 0.5, 0.99)]
+    choice, ok = _choose(trials, target, tolerance=0.01)
+    assert ok and choice.alpha == 10  # 0.005 is within tolerance of the best 0.0; better retain wins
+
+
+def test_choice_falls_back_to_best_effort_or_to_no_change() -> None:
+    target = ForgetTarget(aim=0.0, bound=0.1, source="test")
+    choice, ok = _choose([_trial(3, 0.0, 0.5), _trial(30, 0.6, 0.95), _trial(100, 0.9, 0.99)], target, 0.01)
+    assert not ok and choice.alpha == 30  # keeps retain, closest to the aim
+    choice, ok = _choose([_trial(3, 0.0, 0.5)], target, 0.01)
+    assert not ok and choice is None
+
+
+def test_default_target_needs_a_proxy_when_not_full_class(trained) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    x, y = _data(200, 7)
+    unseen = DataLoader(TensorDataset(x[y == 0], y[y == 0]), batch_size=50)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  full_class=False, unseen_eval=unseen, alphas=[1, 10, 100], lams=(1.0,), refine_steps=0)
+    assert result.target.source.startswith("original model's accuracy on unseen_eval")
+    assert result.target.bound == pytest.approx(result.target.aim + 0.01)
+
+
+
+def test_scoring_stops_early_only_once_a_constraint_has_certainly_failed(trained) -> None:
+    from ssd_fast.tune._evaluation import EvalSet
+
+    x, y = _data(400, 1)
+    data = DataLoader(TensorDataset(x, y), batch_size=50)
+    full = EvalSet(data, "retain_eval", torch.device("cpu"))
+    acc, complete = full.score(trained)
+    assert complete and acc == full.accuracy(trained)
+    correct = round(acc * full.size)
+    assert full.score(trained, max_correct=correct)[1]  # exactly at the bound: not a failure
+    assert not full.score(trained, max_correct=10)[1]  # more than 10 right: failed, stops early
+    assert full.score(trained, max_wrong=full.size - correct)[1]
+
+
+def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
+    """Above max f/d every alpha selects the same set, so only one of them is tried."""
+    f = torch.tensor([1.0, 4.0, 3.0])
+    d = torch.tensor([1.0, 1.0, 0.0])  # ratios 1, 4 and inf (always selected)
+    pairs = [("w", None, f, d)]
+    got = tune_module._candidate_alphas([0.5, 2, 8, 16, 32], False, None, None, pairs)
+    assert got == [0.5, 2, 8]
+
+
+def test_default_alpha_grid_is_log_spaced_and_reaches_below_one() -> None:
+    grid = default_alphas()
+    assert grid[0] == pytest.approx(0.1) and grid[-1] == pytest.approx(300.0)
+    ratios = [b / a for a, b in zip(grid, grid[1:])]
+    assert max(ratios) == pytest.approx(min(ratios))  # one constant step in log(alpha)
+    assert ratios[0] == pytest.approx(10 ** (1 / 6), rel=0.02)  # about six per decade
+
+
+def test_layer_starts_are_weight_layers_after_the_first_and_capped_evenly() -> None:
+    from ssd_fast.tune._layer_starts import layer_starts
+    from ssd_fast.eval.models import build_model
+
+    cnn = build_model("cnn", num_classes=10, in_channels=1)
+    names = dict(cnn.named_parameters())
+    assert layer_starts(cnn, names) == ["features.1.0.weight", "hidden.1.weight", "classifier.weight"]
+    deep = nn.Sequential(*[nn.Linear(4, 4) for _ in range(10)])
+    starts = layer_starts(deep, dict(deep.named_parameters()), limit=4)
+    assert starts == ["1.weight", "4.weight", "6.weight", "9.weight"]  # 9 candidates, spread evenly, last kept
+    frozen_first = {n: p for n, p in deep.named_parameters() if not n.startswith("0.")}
+    assert layer_starts(deep, frozen_first)[0] == "2.weight"  # only parameters with an importance count
+
+
+def test_dampening_from_a_layer_leaves_earlier_ones_exactly_and_matches_reference_after(trained) -> None:
+    from ssd_fast.tune._layer_starts import dampen_only_from
+
+    model = _copy(trained)
+    forget_imp, full_imp, _, _ = _setup(model)
+    masked = dampen_only_from(model, forget_imp, "3.weight")
+    assert masked.n_samples == forget_imp.n_samples and masked.mode == forget_imp.mode
+    before = _state(model)
+    ssd_fast.dampen(model, masked, full_imp, alpha=1.0, lam=0.5)
+    after = _state(model)
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.equal(after[name], before[name]), name
+    expected = _copy(trained)
+    reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=1.0, lam=0.5)
+    for name in ("3.weight", "3.bias"):
+        assert torch.equal(after[name], expected.state_dict()[name]), name
+    assert not torch.equal(after["3.weight"], before["3.weight"])  # something was dampened there
+    with pytest.raises(ValueError, match="not a parameter"):
+        dampen_only_from(model, forget_imp, "nope.weight")
+
+
+def _reject_stages(monkeypatch, rejected: set) -> None:
+    """Make every trial of the given stages (first_layer values) fail the forget target."""
+    real_score = tune_module._Search._score
+
+    def score(self):
+        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
+        return forget_acc, retain_acc, meets_forget and self.first_layer not in rejected, meets_retain
+
+    monkeypatch.setattr(tune_module._Search, "_score", score)
+
+
+def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_success(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    _reject_stages(monkeypatch, {None})
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    stages = list(dict.fromkeys(t.first_layer for t in result.trials))
+    assert stages == [None, "3.weight"]  # the model's only later weight layer
+    assert result.satisfied and result.first_layer == "3.weight"
+    assert "only from 3.weight on" in str(result)
+    expected = _copy(trained)
+    ssd_fast.dampen(expected, tune_module.dampen_only_from(expected, forget_imp, "3.weight"), full_imp,
+                    alpha=result.alpha, lam=result.lam, backend="reference")
+    _assert_equal_state(_state(model), _state(expected))
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
+        assert torch.equal(model.state_dict()[name], trained.state_dict()[name]), name
+
+
+def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_it_should(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    _reject_stages(monkeypatch, {None, "3.weight"})
+    args = dict(forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 10], lams=(1.0,), refine_steps=0,
+                include_auto=False)
+    with pytest.warns(RuntimeWarning, match="no trial met"):
+        only_all = tune(_copy(trained), forget_imp, full_imp, layer_fallback=False, **args)
+    assert {t.first_layer for t in only_all.trials} == {None}
+    with pytest.warns(RuntimeWarning, match="no trial met"):
+        both = tune(model, forget_imp, full_imp, **args)
+    assert [t.first_layer for t in both.trials] == [None, None, "3.weight", "3.weight"]
+    assert not both.satisfied
+    with pytest.raises(TypeError, match="layer_fallback"):
+        tune(_copy(trained), forget_imp, full_imp, layer_fallback="yes", **args)
+
+
+def test_layer_fallback_also_runs_when_every_layer_is_accepted_but_short_of_the_aim(trained, monkeypatch) -> None:
+    """Accepted at 5 points above the aim with every layer: the later-layer search runs,
+    and the trial nearer the aim wins."""
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    real_score = tune_module._Search._score
+
+    def score(self):
+        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
+        return forget_acc + (0.05 if self.first_layer is None else 0.0), retain_acc, meets_forget, meets_retain
+
+    monkeypatch.setattr(tune_module._Search, "_score", score)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    assert any(t.first_layer is None and t.accepted for t in result.trials)
+    assert any(t.first_layer == "3.weight" for t in result.trials)
+    assert result.satisfied and result.first_layer == "3.weight" and result.forget_acc <= 0.01
