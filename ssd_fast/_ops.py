@@ -34,14 +34,14 @@ def has_kernel(device_type: str) -> bool:
     return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"ssd_fast::{op}", key) for op in OPS)
 
 
-_warned_fallback = False
+_warned_reference = False
 
 
-def warn_fallback_once(device_type: str) -> None:
-    global _warned_fallback
-    if _warned_fallback:
+def warn_reference_once(device_type: str) -> None:
+    global _warned_reference
+    if _warned_reference:
         return
-    _warned_fallback = True
+    _warned_reference = True
     why = f"the extension did not load ({LOAD_ERROR})" if LOAD_ERROR else f"it was built without {device_type} kernels"
     warnings.warn(
         f"ssd_fast: no compiled kernel for {device_type}, because {why}; using the pure-PyTorch "

@@ -94,7 +94,7 @@ def _choose_backends(pairs: list[Pair], backend: str) -> dict[str, str]:
             if _ops.has_kernel(device_type):
                 chosen[device_type] = device_type
             else:
-                _ops.warn_fallback_once(device_type)
+                _ops.warn_reference_once(device_type)
                 chosen[device_type] = "reference"
         elif backend != device_type:
             raise ValueError(f"backend={backend!r} was asked for but some parameters are on {device_type}")

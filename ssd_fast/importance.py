@@ -40,7 +40,7 @@ def accumulate_squares_(sums: list[torch.Tensor], grads: list[torch.Tensor], *, 
         if _ops.has_kernel(device.type):
             _ops.sq_accumulate_(s_list, g_list, 1.0, absolute)
         else:
-            _ops.warn_fallback_once(device.type)
+            _ops.warn_reference_once(device.type)
             for s, g in zip(s_list, g_list):
                 s.add_(g.float().abs() if absolute else g.float().square())
 

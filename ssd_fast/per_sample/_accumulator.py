@@ -6,11 +6,11 @@ For each batch:
    [B, ...] copies with torch.func.functional_call.
 2. Check that every layer ran once, on the batch in dim 0, and (first batch) that each
    covered parameter enters the graph only through its layer. Anything else moves to
-   the vmap fallback, and the forward is redone; nothing has been accumulated yet.
+   vmap, and the forward is redone; nothing has been accumulated yet.
 3. Backward the weighted sum of per-sample losses to a scalar anchor. Each tap hands its
    output gradient to its layer's rule, which adds sum_i g_i^2 (or |g_i|) for that layer
    and lets the gradient go. Parameter gradients are never formed.
-4. The fallback, if any, adds its parameters' sums with vmap(grad).
+4. The vmap path, if any, adds its parameters' sums with vmap(grad).
 Samples must not interact in the forward pass: eval mode, which importance() sets.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .._batches import call_model, count_samples
 from .._loss import LossFn
 from ._chunks import DEFAULT_BUDGET, add_power_sum_
 from ._coverage import parameter_uses
-from ._vmap import ModelCall, fallback_accumulate_
+from ._vmap import ModelCall, vmap_accumulate_
 from ._losses import per_sample_losses
 from ._plan import Layer, Plan, make_plan
 from .rules import layer_input
@@ -82,7 +82,7 @@ class PerSampleAccumulator:
         self.plan = plan
         for layer in plan.layers:
             self._handles.append(layer.module.register_forward_hook(self._hook(layer)))
-        self._warn_fallback(reasons or {})
+        self._warn_vmap(reasons or {})
 
     def _hook(self, layer: Layer):
         def on_forward(module: nn.Module, args: tuple, output: Any) -> Any:
@@ -131,10 +131,10 @@ class PerSampleAccumulator:
         self._sums = sums
         try:
             self._backward(outputs, seeds)
-            del outputs  # free the graph before the fallback builds its own
-            if self.plan.fallback:
-                fallback_accumulate_(
-                    self._caller, self.plan.fallback, inputs, seeds, self._losses, sums,
+            del outputs  # free the graph before vmap builds its own graph
+            if self.plan.vmap:
+                vmap_accumulate_(
+                    self._caller, self.plan.vmap, inputs, seeds, self._losses, sums,
                     n=n, absolute=self.label_free, budget=self.budget,
                 )
         finally:
@@ -159,7 +159,7 @@ class PerSampleAccumulator:
             self._active = False
 
     def _checked_forward(self, inputs: Any, n: int) -> torch.Tensor:
-        """Forward, moving whatever a rule cannot cover exactly to the fallback first."""
+        """Forward, moving whatever a rule cannot cover exactly to vmap first."""
         while True:
             try:
                 outputs = self._forward(inputs, n)
@@ -227,10 +227,10 @@ class PerSampleAccumulator:
                 torch.autograd.grad(objective, self._anchor, retain_graph=k + 1 < len(seeds), allow_unused=True)
 
     # ---- warnings -------------------------------------------------------------------------
-    def _warn_fallback(self, reasons: dict[str, str]) -> None:
-        """Warn once per module that goes to the fallback, saying why when a check moved it."""
+    def _warn_vmap(self, reasons: dict[str, str]) -> None:
+        """Warn once per module that goes to vmap, saying why when a check moved it."""
         why = {self.plan.owner[name]: reason for name, reason in reasons.items()}
-        owners = sorted({self.plan.owner[name] for name in self.plan.fallback} - self._warned)
+        owners = sorted({self.plan.owner[name] for name in self.plan.vmap} - self._warned)
         if not owners:
             return
         self._warned.update(owners)

@@ -3,7 +3,7 @@
 A rule squares one layer call's per-sample gradient. That is exact only when the
 parameter reaches the loss through that one call: a parameter that is tied, reused by a
 second call, or read outside its module's forward (nn.MultiheadAttention reads
-out_proj.weight directly) needs the fallback. Counting the graph edges into each
+out_proj.weight directly) needs vmap. Counting the graph edges into each
 parameter's AccumulateGrad node tells these cases apart, for the price of one walk over
 the graph, done on the first batch.
 """

@@ -4,7 +4,7 @@
 - a bare parameter, when a module without a rule owns a parameter whose leading dim is
   1 (a ViT cls token, a position embedding): it is replaced, for the forward pass, by a
   [B, ...] per-sample copy whose gradient is exactly the per-sample gradient;
-- the vmap fallback for everything else, and for whatever the run-time checks reject
+- vmap for everything else, and for whatever the run-time checks reject
   (shared parameters, layers called twice, parameters used outside their layer).
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Layer:
 class Plan:
     layers: list[Layer] = field(default_factory=list)
     bare: dict[str, nn.Parameter] = field(default_factory=dict)
-    fallback: dict[str, nn.Parameter] = field(default_factory=dict)
+    vmap: dict[str, nn.Parameter] = field(default_factory=dict)
     owner: dict[str, str] = field(default_factory=dict)  # full parameter name -> "module (Class)"
 
 
@@ -41,7 +41,7 @@ def _is_bare_candidate(p: nn.Parameter) -> bool:
 
 
 def make_plan(model: nn.Module, params: dict[str, nn.Parameter], forced: set[str]) -> Plan:
-    """The plan for `params` (trainable, by full name); `forced` names go to the fallback."""
+    """The plan for `params` (trainable, by full name); `forced` names go to vmap."""
     name_of = {id(p): n for n, p in params.items()}
     owners = Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     plan = Plan()
@@ -58,13 +58,13 @@ def make_plan(model: nn.Module, params: dict[str, nn.Parameter], forced: set[str
         shared = {full for full in direct.values() if owners[id(params[full])] > 1}
         own = {local: full for local, full in direct.items() if full not in forced and full not in shared}
         for full in set(direct.values()) - set(own.values()):
-            plan.fallback[full] = params[full]
+            plan.vmap[full] = params[full]
         rule = rule_for(module)
         if rule is not None:
             if own:
                 plan.layers.append(Layer(mod_name, module, rule, own))
             continue
         for full in own.values():
-            target = plan.bare if _is_bare_candidate(params[full]) else plan.fallback
+            target = plan.bare if _is_bare_candidate(params[full]) else plan.vmap
             target[full] = params[full]
     return plan

@@ -1,8 +1,8 @@
-"""The fallback: torch.func vmap(grad) over the whole model, for a few parameters only.
+"""The vmap path: torch.func vmap(grad) over the whole model, for a few parameters only.
 
 Parameters that no rule covers get their per-sample gradients the general way: the
 model is re-run per sample under vmap, differentiating only those parameters, a chunk
-of samples at a time. The chunk is sized so that [chunk x fallback params] stays within
+of samples at a time. The chunk is sized so that [chunk x vmap params] stays within
 the budget, so memory still does not scale with batch x total params. It costs one more
 forward and backward per batch, which is why the engine warns, naming the modules.
 """
@@ -38,7 +38,7 @@ def _batched(t: Any, n: int) -> bool:
     return isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == n
 
 
-def fallback_accumulate_(
+def vmap_accumulate_(
     caller: ModelCall,
     params: dict[str, nn.Parameter],
     inputs: Any,

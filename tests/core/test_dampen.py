@@ -119,7 +119,7 @@ def test_falls_back_to_reference_with_one_warning(tiny_model, monkeypatch):
     forget, full = importances_for(tiny_model)
     ref_model, _ = run_reference(tiny_model, forget, full, 1.0, 1.0)
     monkeypatch.setattr(_ops, "has_kernel", lambda device_type: False)
-    monkeypatch.setattr(_ops, "_warned_fallback", False)
+    monkeypatch.setattr(_ops, "_warned_reference", False)
     with pytest.warns(RuntimeWarning, match="reference"):
         report = ssd_fast.dampen(tiny_model, forget, full, alpha=1.0)
     assert report.backend == "reference"

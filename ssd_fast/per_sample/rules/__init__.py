@@ -3,7 +3,7 @@
 A rule takes (module, layer input, output gradient, {local name: sum tensor}) and adds
 that layer's sum over the batch of squared (or absolute) per-sample parameter gradients.
 A rule is used only when the module runs the standard forward of its class: a subclass
-that overrides forward may use its parameters differently, so it goes to the fallback.
+that overrides forward may use its parameters differently, so it goes to vmap.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ if hasattr(nn, "RMSNorm"):
 
 
 def rule_for(module: nn.Module) -> Rule | None:
-    """The exact rule for this module, or None when it needs the fallback."""
+    """The exact rule for this module, or None when it needs vmap."""
     for cls, rule in _RULES.items():
         if isinstance(module, cls) and type(module).forward is cls.forward:
             return None if _unsupported_options(module) else rule
