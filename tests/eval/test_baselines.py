@@ -1,8 +1,6 @@
 """ssd_fast.eval.baselines: Fisher Forgetting against hand-derived values, retrain and finetune."""
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 from torch import nn

@@ -42,9 +42,19 @@ def test_bench_end_to_end_writes_table_json_and_plot(tmp_path, capsys):
     for seed in ssd:  # the fast path and the oracle unlearn identically
         assert ssd[seed]["params_changed"] == ref[seed]["params_changed"]
         assert ssd[seed]["forget_acc"] == pytest.approx(ref[seed]["forget_acc"], abs=1e-6)
+    tuned = [r for r in records if r["method"] == "ssd_tune"]
+    assert all(r["details"]["trials"] > 0 and r["seconds"] >= r["steps"]["tune"] for r in tuned)
+    for r in records:  # the training-set accuracies are reported beside the test-image ones
+        assert 0.0 <= r["retain_train_acc"] <= 1.0 and 0.0 <= r["forget_train_acc"] <= 1.0
     table = (out / "table.md").read_text()
-    assert "extrapolated" in table and "| D_f (forget acc) |" in table
-    assert "| D_f (forget acc) |" in capsys.readouterr().out
+    assert "extrapolated" in table
+    header = next(line for line in table.splitlines() if line.startswith("| |"))
+    assert [c.strip() for c in header.strip("|").split("|")][1:] == list(METHODS)  # every method has a column
+    for row in ("| forget acc, test images of the forgotten class |", "| retain acc, test images of the other classes |",
+                "| test acc, all test images |", "| retain acc on D_r (train images kept) |",
+                "| forget acc on D_f (train images forgotten) |"):
+        assert row in table
+    assert "| forget acc, test images of the forgotten class |" in capsys.readouterr().out
     assert all(not s["train_cached"] for s in results["steps"])
 
 
@@ -58,6 +68,11 @@ def test_bench_reuses_the_cached_checkpoint(tmp_path):
     assert first.records[1]["forget_acc"] == second.records[1]["forget_acc"]
 
 
+def test_bench_refuses_ssd_tune_without_held_out_images(tmp_path):
+    with pytest.raises(SystemExit, match="val-per-class"):
+        main(_tiny(tmp_path, "--val-per-class", "0", "--methods", "baseline,ssd_tune"))
+
+
 def test_bench_rejects_bad_flags():
     with pytest.raises(SystemExit):
         parse_args(["--methods", "ssd,magic"])
@@ -65,4 +80,7 @@ def test_bench_rejects_bad_flags():
         parse_args(["--scenario", "rows"])
     config = parse_args([])
     assert (config.scenario, config.model, config.alpha, config.lam) == ("class", "cnn", 10.0, 1.0)
-    assert config.methods == ("baseline", "retrain", "finetune", "fisher", "ssd", "ssd_reference")
+    assert config.methods == METHODS and {"ssd_tune", "ssd_auto", "fisher_fast"} <= set(config.methods)
+    assert (config.importance_mode, config.full_batch_size()) == ("batch", 64)  # the published estimate
+    assert parse_args(["--importance-mode", "per_sample"]).full_batch_size() > 64
+    assert parse_args(["--importance-mode", "per_sample", "--importance-batch-size", "8"]).full_batch_size() == 8

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ..data.scenarios import Splits, make_loader
 from ...importance import importance
+from ..data.scenarios import Splits, make_loader
 from .fisher import ALPHA, capped_indices, fisher_noise
 
 

@@ -1,11 +1,13 @@
 """`python -m ssd_fast.eval.bench`: the SSD paper's unlearning benchmark on Fashion-MNIST.
 
-Runs baseline, retrain, finetune, Fisher Forgetting, SSD (ssd_fast) and SSD (reference)
-over seeds for one scenario; prints the paper-style table and writes table.md,
+Runs baseline, retrain, finetune, Fisher Forgetting (bs-1 loop and per-sample engine), SSD
+at the paper's alpha, SSD tuned (`ssd_fast.tune`), SSD with ASSD's alpha, and the SSD
+reference over seeds for one scenario; prints the paper-style table and writes table.md,
 results.json and plot.png. `python -m ssd_fast.eval.bench --help` lists the flags; the
 defaults are the README's main job (small, one class, a few minutes on 2 CPU cores).
 """
 from .config import METHODS, BenchConfig, parse_args
+from .deps import check_optional_dependencies
 from .runner import BenchResult, run_bench
 
 
@@ -17,6 +19,7 @@ def main(argv: list[str] | None = None) -> BenchResult:
     from .report import markdown_table, write_outputs
 
     config = parse_args(argv)
+    check_optional_dependencies()  # before training: a missing one used to fail after the whole run
     start = time.perf_counter()
     try:
         result = run_bench(config)

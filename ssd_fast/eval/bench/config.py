@@ -9,8 +9,12 @@ from dataclasses import asdict, dataclass, field
 from ..data.scenarios import SCENARIOS
 from ..models import MODELS
 
-METHODS = ("baseline", "retrain", "finetune", "fisher", "fisher_fast", "ssd", "ssd_reference")
-DEFAULT_METHODS = ("baseline", "retrain", "finetune", "fisher", "ssd", "ssd_reference")
+METHODS = ("baseline", "retrain", "finetune", "fisher", "fisher_fast", "ssd", "ssd_tune", "ssd_auto", "ssd_reference")
+DEFAULT_METHODS = METHODS
+IMPORTANCE_MODES = ("batch", "per_sample")
+# per_sample importance does not depend on the batch size, so it runs at one that is fast
+# on a CPU (measured on the small CNN: see importance_batch_size's help).
+PER_SAMPLE_BATCH_SIZE = 512
 # By index, so that the digits fallback has them too: 0 = T-shirt/top, 7 = Sneaker on Fashion-MNIST.
 DEFAULT_FORGET = {"class": "0", "subclass": "7", "random": None}
 
@@ -31,7 +35,10 @@ class BenchConfig:
     batch_size: int = 64
     lr: float = 1e-3
     finetune_epochs: int = 5
-    importance_batch_size: int = 64
+    importance_batch_size: int | None = None  # None: 64 in batch mode (published), PER_SAMPLE_BATCH_SIZE in per_sample
+    importance_mode: str = "batch"
+    val_per_class: int = 100           # training images per class held out of training (every method), for ssd_tune
+    tune_eval_limit: int = 1000        # ssd_tune: at most this many images per evaluation set (its cost is linear in it)
     alpha: float = 10.0
     lam: float = 1.0
     fisher_max_samples: int | None = 50
@@ -47,6 +54,20 @@ class BenchConfig:
 
     def forget_target(self) -> str | None:
         return self.forget if self.forget is not None else DEFAULT_FORGET[self.scenario]
+
+    def full_batch_size(self) -> int:
+        """The full-data importance's batch size: the flag, else the mode's default."""
+        if self.importance_batch_size is not None:
+            return self.importance_batch_size
+        return 64 if self.importance_mode == "batch" else PER_SAMPLE_BATCH_SIZE
+
+    def forget_batch_size(self) -> int:
+        """The forget importance's batch size; the same as the full one's (batch mode needs it)."""
+        return self.full_batch_size()
+
+    def reference_batch_size(self) -> int:
+        """ssd_reference is the published batch mode: the flag, else the published 64."""
+        return self.importance_batch_size or 64
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -85,7 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate for training (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--importance-batch-size", type=int, default=d.importance_batch_size, help="SSD importance batch size (default: %(default)s)")
+    p.add_argument("--importance-mode", choices=IMPORTANCE_MODES, default=d.importance_mode,
+                   help="SSD importance estimate: 'batch' (published; depends on the batch size, and so does the right alpha) "
+                        "or 'per_sample' (true empirical Fisher, the same at any batch size) (default: %(default)s)")
+    p.add_argument("--importance-batch-size", type=int, default=d.importance_batch_size,
+                   help=f"SSD importance batch size (default: 64 in batch mode, as published; {PER_SAMPLE_BATCH_SIZE} in per_sample mode)")
+    p.add_argument("--val-per-class", type=int, default=d.val_per_class,
+                   help="training images per class held out of training for every method; ssd_tune scores its trials on them, never on the test set (default: %(default)s; 0: none, and no ssd_tune)")
+    p.add_argument("--tune-eval-limit", type=int, default=d.tune_eval_limit,
+                   help="ssd_tune: at most this many images per evaluation set (default: %(default)s)")
     p.add_argument("--alpha", type=float, default=d.alpha, help="SSD selection threshold (default: %(default)s)")
     p.add_argument("--lam", type=float, default=d.lam, help="SSD dampening constant lambda (default: %(default)s)")
     p.add_argument("--fisher-max-samples", type=_optional_int, default=d.fisher_max_samples,

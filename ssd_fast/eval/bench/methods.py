@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ... import reference
+from ...dampen import AUTO, dampen
+from ...importance import importance
+from ...tune import tune
 from ..baselines import finetune, retrain
 from ..baselines.fisher import capped_indices, fisher_diagonal, fisher_noise
 from ..data.scenarios import Splits, make_loader
-from ...dampen import dampen
-from ...importance import importance
-from .config import BenchConfig
+from .config import PER_SAMPLE_BATCH_SIZE, BenchConfig
+from .tuning import TuneSets
 
 
 @dataclass
@@ -31,7 +33,8 @@ class Context:
     seed: int
     splits: Splits
     model: nn.Module
-    full: dict = field(default_factory=dict)  # method name ("ssd", "ssd_reference") -> full importance
+    full: dict = field(default_factory=dict)  # "ssd" (ssd_fast, shared by its variants) or "ssd_reference" -> full importance
+    tune_sets: TuneSets | None = None  # held-out evaluation data for ssd_tune
 
 
 @dataclass
@@ -44,6 +47,7 @@ class MethodRun:
     measured_seconds: float | None = None
     steps: dict[str, float] = field(default_factory=dict)
     notes: str = ""
+    details: dict = field(default_factory=dict)  # method-specific facts for results.json (e.g. tune's choice)
 
 
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:
@@ -97,21 +101,64 @@ def run_fisher_fast(ctx: Context) -> MethodRun:
     c = ctx.config
     return _fisher_run(
         ctx,
-        lambda cap: fisher_diagonal_fast(ctx.model, ctx.splits.retain, batch_size=c.importance_batch_size, max_samples=cap, seed=ctx.seed, progress=c.progress),
+        lambda cap: fisher_diagonal_fast(ctx.model, ctx.splits.retain, batch_size=c.importance_batch_size or PER_SAMPLE_BATCH_SIZE, max_samples=cap, seed=ctx.seed, progress=c.progress),
         "per-sample engine",
     )
 
 
-def run_ssd(ctx: Context) -> MethodRun:
-    """ssd_fast: forget importance, then dampen against the cached full importance."""
+def _forget_importance(ctx: Context, model: nn.Module):
+    """The per-request forget importance, timed; the same mode and batch size as the full one."""
     c = ctx.config
+    loader = make_loader(ctx.splits.forget, c.forget_batch_size())
+    return _timed(lambda: importance(model, loader, mode=c.importance_mode, progress=c.progress))
+
+
+def _ssd_at(ctx: Context, alpha: float | str) -> MethodRun:
+    """ssd_fast at a given alpha (a number, or "auto" for ASSD): forget importance, then dampen."""
     model = copy.deepcopy(ctx.model)
-    loader = make_loader(ctx.splits.forget, c.importance_batch_size)
-    forget, t_imp = _timed(lambda: importance(model, loader, progress=c.progress))
-    report, t_damp = _timed(lambda: dampen(model, forget, ctx.full["ssd"], alpha=c.alpha, lam=c.lam))
+    forget, t_imp = _forget_importance(ctx, model)
+    report, t_damp = _timed(lambda: dampen(model, forget, ctx.full["ssd"], alpha=alpha, lam=ctx.config.lam))
     return MethodRun(
         model, t_imp + t_damp, measured_seconds=t_imp + t_damp,
-        steps={"forget importance": t_imp, "dampen": t_damp}, notes=f"backend {report.backend}, {report.fraction:.3%} selected",
+        steps={"forget importance": t_imp, "dampen": t_damp},
+        notes=f"alpha {report.alpha:.4g}, backend {report.backend}, {report.fraction:.3%} selected",
+    )
+
+
+def run_ssd(ctx: Context) -> MethodRun:
+    """ssd_fast at the configured alpha (the paper's 10 by default) against the cached full importance."""
+    return _ssd_at(ctx, ctx.config.alpha)
+
+
+def run_ssd_auto(ctx: Context) -> MethodRun:
+    """ssd_fast with ASSD's automatic alpha (`alpha="auto"`), lambda as configured."""
+    return _ssd_at(ctx, AUTO)
+
+
+def run_ssd_tune(ctx: Context) -> MethodRun:
+    """ssd_fast with alpha and lambda chosen by `ssd_fast.tune`, scored on held-out training data.
+
+    Its time is the forget importance plus the whole search: every trial's dampening and scoring.
+    """
+    c, sets = ctx.config, ctx.tune_sets
+    if sets is None:
+        raise ValueError("ssd_tune needs held-out training images to score its trials: use --val-per-class > 0")
+    model = copy.deepcopy(ctx.model)
+    forget, t_imp = _forget_importance(ctx, model)
+    result, t_tune = _timed(lambda: tune(
+        model, forget, ctx.full["ssd"], forget_eval=sets.forget_eval, retain_eval=sets.retain_eval,
+        unseen_eval=sets.unseen_eval, eval_limit=c.tune_eval_limit,
+    ))
+    chosen = "none (model unchanged)" if result.alpha is None else f"alpha {result.alpha:.4g}, lambda {result.lam:g}"
+    if result.first_layer is not None:
+        chosen += f" from {result.first_layer} on"
+    met = "target met" if result.satisfied else "TARGET NOT MET"
+    notes = f"{chosen}; {met} on held-out data; {len(result.trials)} trials"
+    return MethodRun(
+        model, t_imp + t_tune, measured_seconds=t_imp + t_tune,
+        steps={"forget importance": t_imp, "tune": t_tune}, notes=notes,
+        details={"alpha": result.alpha, "lam": result.lam, "trials": len(result.trials),
+                 "satisfied": result.satisfied, "first_layer": result.first_layer},
     )
 
 
@@ -119,7 +166,7 @@ def run_ssd_reference(ctx: Context) -> MethodRun:
     """The pure-PyTorch oracle (ssd_fast.reference), the published algorithm's shape."""
     c = ctx.config
     model = copy.deepcopy(ctx.model)
-    loader = make_loader(ctx.splits.forget, c.importance_batch_size)
+    loader = make_loader(ctx.splits.forget, c.reference_batch_size())
     forget, t_imp = _timed(lambda: reference.importance(model, loader))
     _, t_damp = _timed(lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam))
     return MethodRun(model, t_imp + t_damp, measured_seconds=t_imp + t_damp, steps={"forget importance": t_imp, "dampen": t_damp})
@@ -132,13 +179,17 @@ RUNNERS: dict[str, Callable[[Context], MethodRun]] = {
     "fisher": run_fisher,
     "fisher_fast": run_fisher_fast,
     "ssd": run_ssd,
+    "ssd_tune": run_ssd_tune,
+    "ssd_auto": run_ssd_auto,
     "ssd_reference": run_ssd_reference,
 }
+# Which full importance each SSD method dampens against (computed once per model, cached).
+FULL_IMPORTANCE_OF = {"ssd": "ssd", "ssd_tune": "ssd", "ssd_auto": "ssd", "ssd_reference": "ssd_reference"}
 
 
 def full_importance(method: str, model: nn.Module, splits: Splits, config: BenchConfig) -> dict:
     """The once-per-model full-data importance each SSD variant dampens against."""
-    loader = make_loader(splits.train, config.importance_batch_size)
     if method == "ssd":
-        return importance(model, loader, progress=config.progress)
-    return reference.importance(model, loader)
+        loader = make_loader(splits.train, config.full_batch_size())
+        return importance(model, loader, mode=config.importance_mode, progress=config.progress)
+    return reference.importance(model, make_loader(splits.train, config.reference_batch_size()))

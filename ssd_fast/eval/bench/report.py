@@ -12,10 +12,25 @@ import torch
 
 from .runner import BenchResult
 
-# (row label, record key, is a percentage)
-ROWS = (("D_r (retain acc)", "retain_acc", True), ("D_f (forget acc)", "forget_acc", True),
-        ("test acc", "test_acc", True), ("MIA", "mia", True), ("params changed", "params_changed", True),
-        ("t (s)", "seconds", False))
+# (record key, is a percentage). Labels depend on the scenario: see `row_labels`.
+ROW_KEYS = (("retain_acc", True), ("forget_acc", True), ("test_acc", True), ("retain_train_acc", True),
+            ("forget_train_acc", True), ("mia", True), ("params_changed", True), ("seconds", False))
+ROWS = tuple(key for key, _ in ROW_KEYS)
+
+
+def row_labels(scenario: str) -> dict[str, str]:
+    """What each row measures, in words. The published code reports its "D_r"/"D_f" on the
+    TEST images of the retain and forget classes (its validation loaders), while the paper's
+    D_r/D_f are training sets; so the labels say which images, and D_r/D_f name training data only."""
+    if scenario == "random":
+        retain, forget = "retain acc, whole test set", "forget acc, D_f (the forgotten train images)"
+    else:
+        retain, forget = "retain acc, test images of the other classes", "forget acc, test images of the forgotten class"
+    return {
+        "retain_acc": retain, "forget_acc": forget, "test_acc": "test acc, all test images",
+        "retain_train_acc": "retain acc on D_r (train images kept)", "forget_train_acc": "forget acc on D_f (train images forgotten)",
+        "mia": "MIA on D_f", "params_changed": "params changed", "seconds": "t (s)",
+    }
 
 
 def _by_method(result: BenchResult) -> dict[str, list[dict]]:
@@ -37,7 +52,7 @@ def summarise(result: BenchResult) -> dict[str, dict]:
     """method -> {key: [mean, std]} plus `extrapolated` (any seed) and `seeds`."""
     summary = {}
     for method, recs in _by_method(result).items():
-        entry = {key: list(mean_std([r[key] for r in recs])) for _, key, _ in ROWS}
+        entry = {key: list(mean_std([r.get(key, float("nan")) for r in recs])) for key in ROWS}
         entry["extrapolated"] = any(r["extrapolated"] for r in recs)
         entry["seeds"] = len(recs)
         summary[method] = entry
@@ -60,19 +75,23 @@ def fisher_ssd_ratio(summary: dict[str, dict]) -> dict[str, float] | None:
 
 
 def markdown_table(result: BenchResult) -> str:
-    """The paper's layout: one column per method, rows D_r, D_f, MIA, t (mean ± std over seeds)."""
+    """The paper's layout: one column per method, one row per score (mean ± std over seeds)."""
     summary = summarise(result)
     methods = list(summary)
     c = result.config
     lines = [
         f"**{result.data_name}, {c.scenario} forgetting: {result.forget_name}** — model {c.model}, "
-        f"{c.seeds} seed(s), train subset {c.train_subset or 'all'}, test subset {c.test_subset or 'all'}, SSD alpha={c.alpha:g} lambda={c.lam:g}. "
+        f"{c.seeds} seed(s), train subset {c.train_subset or 'all'}, test subset {c.test_subset or 'all'}, "
+        f"{c.val_per_class} train images per class held out (ssd_tune scores on them), "
+        f"SSD alpha={c.alpha:g} lambda={c.lam:g}, importance {c.importance_mode} mode at batch {c.full_batch_size()}. "
         "Accuracies, MIA and params changed in %, t in seconds.",
         "",
         "| | " + " | ".join(methods) + " |",
         "|---|" + "---|" * len(methods),
     ]
-    for label, key, pct in ROWS:
+    labels = row_labels(c.scenario)
+    for key, pct in ROW_KEYS:
+        label = labels[key]
         cells = []
         for m in methods:
             mean, std = summary[m][key]
@@ -87,13 +106,17 @@ def markdown_table(result: BenchResult) -> str:
 
 def footnotes(result: BenchResult, summary: dict[str, dict]) -> list[str]:
     """Notes on timing: what 't' covers, the once-per-model steps, extrapolation, the Fisher/SSD ratio."""
-    notes = ["- t is the unlearning step only (baseline: none). SSD's t = forget importance + dampening; "
-             "its full-data importance is computed once per model, after training, and listed below."]
+    notes = ["- t is the unlearning step only (baseline: none). SSD's t = forget importance + dampening "
+             "(ssd_tune: + every trial of the search); the full-data importance is computed once per model, "
+             "after training, and listed below."]
     for step in result.steps:
         full = ", ".join(f"{m} {s:.2f} s" for m, s in step["full_importance_seconds"].items())
         notes.append(f"- seed {step['seed']}: training {step['train_seconds']:.1f} s"
                      + (" (from cache, measured when trained)" if step["train_cached"] else "")
                      + (f"; full-data importance {full}" if full else ""))
+    for r in result.records:
+        if r["method"] in ("ssd_tune", "ssd_auto") and r.get("notes"):
+            notes.append(f"- {r['method']} seed {r['seed']}: {r['notes']}.")
     for r in result.records:
         if r["extrapolated"]:
             notes.append(f"- {r['method']} seed {r['seed']}: EXTRAPOLATED, {r['notes']}; measured {r['measured_seconds']:.2f} s.")

@@ -8,14 +8,15 @@ from pathlib import Path
 import torch
 
 from ..._batches import eval_mode
-from ..data import load_dataset, make_loader, make_scenario, subsample_test
 from ...importances import Importances
+from ..data import load_dataset, make_loader, make_scenario, split_validation, subsample_test
 from ..metrics import evaluate, fraction_changed
 from ..models import build_model
 from ..training import train
 from .checkpoint import Checkpoints, cache_root, checkpoint_key
 from .config import BenchConfig
-from .methods import RUNNERS, Context, full_importance
+from .methods import FULL_IMPORTANCE_OF, RUNNERS, Context, full_importance
+from .tuning import held_out_splits, tune_sets
 
 
 @dataclass
@@ -47,7 +48,7 @@ def _train_model(config: BenchConfig, splits, seed: int, data_name: str, in_chan
     model = build_model(config.model, num_classes=splits.num_classes, in_channels=in_channels).to(config.device)
     key = checkpoint_key(
         data=data_name, model=config.model, labels=_labels_key(config), seed=seed, subset=config.train_subset,
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, held_out_per_class=config.val_per_class,
     )
     ckpt = Checkpoints(cache_root(config.cache_dir), key, enabled=config.use_cache)
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=seed)
@@ -58,10 +59,15 @@ def _train_model(config: BenchConfig, splits, seed: int, data_name: str, in_chan
 def _full_importances(ctx: Context, ckpt: Checkpoints) -> dict:
     """Full importances for the SSD variants asked for, cached with the checkpoint; logs their times."""
     times = {}
+    c = ctx.config
+    needed = {FULL_IMPORTANCE_OF[m] for m in c.methods if m in FULL_IMPORTANCE_OF}
     for method in ("ssd", "ssd_reference"):
-        if method not in ctx.config.methods:
+        if method not in needed:
             continue
-        name = f"full-{method}-bs{ctx.config.importance_batch_size}"
+        if method == "ssd":
+            name = f"full-ssd-{c.importance_mode}-bs{c.full_batch_size()}"
+        else:
+            name = f"full-ssd_reference-bs{c.reference_batch_size()}"
         compute = lambda m=method: full_importance(m, ctx.model, ctx.splits, ctx.config)  # noqa: E731
         if method == "ssd":
             value, seconds, cached = ckpt.value(name + ".safetensors", compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p))
@@ -86,10 +92,11 @@ def _record(method: str, seed: int, run, scores: dict, changed: float) -> dict:
     return {
         "method": method, "seed": seed, **scores, "seconds": run.seconds, "extrapolated": run.extrapolated,
         "measured_seconds": run.measured_seconds, "params_changed": changed, "steps": run.steps, "notes": run.notes,
+        "details": run.details,
     }
 
 
-def _run_seed(config: BenchConfig, data, seed: int, result: BenchResult) -> None:
+def _run_seed(config: BenchConfig, data, held_out, seed: int, result: BenchResult) -> None:
     splits = make_scenario(data, config.scenario, config.forget_target(), n_forget=config.n_forget, train_subset=config.train_subset, seed=seed)
     result.forget_name = splits.forget_name
     if config.scenario != "random":
@@ -102,6 +109,8 @@ def _run_seed(config: BenchConfig, data, seed: int, result: BenchResult) -> None
     _log(f"[seed {seed}] trained {config.model} ({config.epochs} epochs): {train_seconds:.1f} s" + (" (measured then; loaded from cache)" if cached else ""))
     _warm_up(model, splits, config.device)
     ctx = Context(config=config, seed=seed, splits=splits, model=model)
+    if held_out is not None:
+        ctx.tune_sets = tune_sets(splits, held_out_splits(data, held_out, config.scenario, config.forget_target()))
     full_times = _full_importances(ctx, ckpt)
     if full_times:
         _log(f"[seed {seed}] full-data importance, once per model: " + " | ".join(
@@ -118,20 +127,38 @@ def _run_seed(config: BenchConfig, data, seed: int, result: BenchResult) -> None
         steps = ", ".join(f"{k} {v:.3f} s" for k, v in run.steps.items())
         _log(f"[seed {seed}] {method:<13} forget {_pct(scores['forget_acc'])}  retain {_pct(scores['retain_acc'])}  "
              f"MIA {_pct(scores['mia'])}  time {run.seconds:9.3f} s{' (extrapolated)' if run.extrapolated else ''}"
-             f"{'  [' + steps + ']' if steps else ''}  (scored in {time.perf_counter() - start:.1f} s)")
+             f"{'  [' + steps + ']' if steps else ''}  (scored in {time.perf_counter() - start:.1f} s)"
+             f"{'  ' + run.notes if run.notes and method.startswith('ssd') else ''}")
+
+
+def _hold_out(data, per_class: int):
+    """Hold `per_class` training images per class out of training (fixed seed 0, like the test
+    subset), for ssd_tune to score on; the same for every seed and method. 0 holds none out."""
+    if per_class < 0:
+        raise ValueError(f"--val-per-class must be >= 0, got {per_class}")
+    if per_class == 0:
+        return data, None
+    smallest = int(torch.bincount(data.train_y, minlength=data.num_classes).min())
+    if per_class > smallest // 5:  # small data (the digits fallback): keep 80% of each class for training
+        per_class = max(1, smallest // 5)
+        _log(f"holding out {per_class} training images per class for ssd_tune (the data is small)")
+    return split_validation(data, per_class, seed=0)
 
 
 def run_bench(config: BenchConfig) -> BenchResult:
     """Run every seed and method of `config`; returns the records (writing is separate)."""
+    if "ssd_tune" in config.methods and config.val_per_class <= 0:
+        raise ValueError("ssd_tune scores its trials on held-out training images: --val-per-class must be > 0")
     previous = torch.get_num_threads()
     if config.threads:
         torch.set_num_threads(config.threads)
     try:
         # The test subset is fixed (seed 0) so that every seed is scored on the same images.
         data = subsample_test(load_dataset(config.data_dir), config.test_subset, seed=0)
+        data, held_out = _hold_out(data, config.val_per_class)
         result = BenchResult(config=config, data_name=data.name, forget_name="")
         for seed in range(config.first_seed, config.first_seed + config.seeds):
-            _run_seed(config, data, seed, result)
+            _run_seed(config, data, held_out, seed, result)
     finally:
         torch.set_num_threads(previous)  # callers in the same process keep their own setting
     Path(config.out).mkdir(parents=True, exist_ok=True)
