@@ -82,5 +82,5 @@ def test_bench_rejects_bad_flags():
     assert (config.scenario, config.model, config.alpha, config.lam) == ("class", "cnn", 10.0, 1.0)
     assert config.methods == METHODS and {"ssd_tune", "ssd_auto", "fisher_fast"} <= set(config.methods)
     assert (config.importance_mode, config.full_batch_size()) == ("batch", 64)  # the published estimate
-    assert parse_args(["--importance-mode", "per_sample"]).full_batch_size() > 64
+    assert parse_args(["--importance-mode", "per_sample", "--device", "cuda"]).full_batch_size() > 64
     assert parse_args(["--importance-mode", "per_sample", "--importance-batch-size", "8"]).full_batch_size() == 8

@@ -3,6 +3,7 @@ on digits with a briefly trained small CNN, on the CPU."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
@@ -134,3 +135,20 @@ def test_missing_optional_dependency_stops_before_any_work(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match=r"pip install ssd_fast\[eval\]"):
         main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+def test_per_sample_mode_gives_the_same_unlearning_at_any_batch_size(class_ctx):
+    # per_sample importance is the empirical Fisher, independent of the batch size; so the
+    # benchmark may run it at the device's fastest batch size and still dampen the same way.
+    runs = []
+    for bs in (8, 64):
+        ctx = copy.copy(class_ctx)
+        ctx.config = replace(class_ctx.config, importance_mode="per_sample", importance_batch_size=bs)
+        ctx.full = {"ssd": full_importance("ssd", ctx.model, ctx.splits, ctx.config)}
+        assert ctx.full["ssd"].mode == "per_sample" and ctx.full["ssd"].batch_size == bs
+        runs.append(run_ssd_auto(ctx))  # alpha 10 selects nothing on this per_sample scale; ASSD's percentile does
+    a, b = (dict(r.model.named_parameters()) for r in runs)
+    assert runs[0].notes.split(",")[2] == runs[1].notes.split(",")[2]  # the same share selected
+    assert runs[0].notes.split(",")[0] == runs[1].notes.split(",")[0]  # at the same alpha (4 digits)
+    assert all(torch.allclose(a[n], b[n], rtol=1e-4, atol=1e-7) for n in a)
+    assert any(not torch.equal(a[n], p) for n, p in class_ctx.model.named_parameters())  # it did dampen

@@ -21,7 +21,7 @@ from ...tune import tune
 from ..baselines import finetune, retrain
 from ..baselines.fisher import capped_indices, fisher_diagonal, fisher_noise
 from ..data.scenarios import Splits, make_loader
-from .config import PER_SAMPLE_BATCH_SIZE, BenchConfig
+from .config import BenchConfig, per_sample_batch_size
 from .tuning import TuneSets
 
 
@@ -101,7 +101,7 @@ def run_fisher_fast(ctx: Context) -> MethodRun:
     c = ctx.config
     return _fisher_run(
         ctx,
-        lambda cap: fisher_diagonal_fast(ctx.model, ctx.splits.retain, batch_size=c.importance_batch_size or PER_SAMPLE_BATCH_SIZE, max_samples=cap, seed=ctx.seed, progress=c.progress),
+        lambda cap: fisher_diagonal_fast(ctx.model, ctx.splits.retain, batch_size=c.importance_batch_size or per_sample_batch_size(c.device), max_samples=cap, seed=ctx.seed, progress=c.progress),
         "per-sample engine",
     )
 

@@ -20,8 +20,9 @@ def save_plot(result, path: str | Path) -> Path:
     colours = {m: plt.cm.tab10(i % 10) for i, m in enumerate(groups)}
     # Distinct, shrinking markers, so that methods landing on the same point (ssd and its
     # reference should) stay visible on top of each other.
-    markers = {m: ("o", "s", "^", "D", "v", "P", "X")[i % 7] for i, m in enumerate(groups)}
-    sizes = {m: 150 - 14 * i for i, m in enumerate(groups)}
+    shapes = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<")
+    markers = {m: shapes[i % len(shapes)] for i, m in enumerate(groups)}
+    sizes = {m: max(150 - 12 * i, 30) for i, m in enumerate(groups)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, key, label in ((axes[0], "forget_acc", "forget accuracy (%)"), (axes[1], "mia", "MIA (% of forget set called members)")):
         for m, recs in groups.items():
