@@ -84,3 +84,18 @@ def test_bench_rejects_bad_flags():
     assert (config.importance_mode, config.full_batch_size()) == ("batch", 64)  # the published estimate
     assert parse_args(["--importance-mode", "per_sample", "--device", "cuda"]).full_batch_size() > 64
     assert parse_args(["--importance-mode", "per_sample", "--importance-batch-size", "8"]).full_batch_size() == 8
+
+
+def test_checkpoint_records_the_cpu_time_of_a_cached_value(tmp_path):
+    import torch
+
+    from ssd_fast.eval.bench.checkpoint import Checkpoints
+
+    first = Checkpoints(tmp_path, "k")
+    value, seconds, cached = first.value("v.pt", lambda: {"w": torch.ones(3)})
+    assert not cached and seconds >= 0 and first.cpu_seconds("v.pt") is not None and first.cpu_seconds("v.pt") >= 0
+    again = Checkpoints(tmp_path, "k")
+    loaded, seconds_again, cached_again = again.value("v.pt", lambda: {"w": torch.zeros(3)})
+    assert cached_again and torch.equal(loaded["w"], value["w"]) and seconds_again == seconds
+    assert again.cpu_seconds("v.pt") == first.cpu_seconds("v.pt")  # as measured when computed, read back
+    assert again.cpu_seconds("other.pt") is None

@@ -110,7 +110,9 @@ def footnotes(result: BenchResult, summary: dict[str, dict]) -> list[str]:
              "(ssd_tune: + every trial of the search); the full-data importance is computed once per model, "
              "after training, and listed below."]
     for step in result.steps:
-        full = ", ".join(f"{m} {s:.2f} s" for m, s in step["full_importance_seconds"].items())
+        cpu = step.get("full_importance_cpu_seconds", {})
+        full = ", ".join(f"{m} {s:.2f} s" + (f" (CPU {cpu[m]:.2f} s)" if cpu.get(m) is not None else "")
+                         for m, s in step["full_importance_seconds"].items())
         notes.append(f"- seed {step['seed']}: training {step['train_seconds']:.1f} s"
                      + (" (from cache, measured when trained)" if step["train_cached"] else "")
                      + (f"; full-data importance {full}" if full else ""))

@@ -34,6 +34,10 @@ def _pct(x: float) -> str:
     return f"{100 * x:5.1f}%"
 
 
+def _cpu(seconds: float | None) -> str:
+    return "" if seconds is None else f" (CPU {seconds:.2f} s)"
+
+
 def _log(text: str) -> None:
     print(text, flush=True)
 
@@ -70,11 +74,13 @@ def _full_importances(ctx: Context, ckpt: Checkpoints) -> dict:
             name = f"full-ssd_reference-bs{c.reference_batch_size()}"
         compute = lambda m=method: full_importance(m, ctx.model, ctx.splits, ctx.config)  # noqa: E731
         if method == "ssd":
-            value, seconds, cached = ckpt.value(name + ".safetensors", compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p))
+            name += ".safetensors"
+            value, seconds, cached = ckpt.value(name, compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p))
         else:
-            value, seconds, cached = ckpt.value(name + ".pt", compute)
+            name += ".pt"
+            value, seconds, cached = ckpt.value(name, compute)
         ctx.full[method] = value if method == "ssd_reference" else value.to(ctx.config.device)
-        times[method] = (seconds, cached)
+        times[method] = (seconds, ckpt.cpu_seconds(name), cached)
     return times
 
 
@@ -114,9 +120,10 @@ def _run_seed(config: BenchConfig, data, held_out, seed: int, result: BenchResul
     full_times = _full_importances(ctx, ckpt)
     if full_times:
         _log(f"[seed {seed}] full-data importance, once per model: " + " | ".join(
-            f"{m} {s:.2f} s" + (" (cached)" if c else "") for m, (s, c) in full_times.items()))
+            f"{m} {s:.2f} s{_cpu(cpu)}" + (" (cached)" if c else "") for m, (s, cpu, c) in full_times.items()))
     result.steps.append({"seed": seed, "train_seconds": train_seconds, "train_cached": cached,
-                         "full_importance_seconds": {m: s for m, (s, _) in full_times.items()}})
+                         "full_importance_seconds": {m: s for m, (s, _, _) in full_times.items()},
+                         "full_importance_cpu_seconds": {m: cpu for m, (_, cpu, _) in full_times.items()}})
     for method in config.methods:
         torch.manual_seed(seed)
         run = RUNNERS[method](ctx)
