@@ -99,3 +99,13 @@ def test_checkpoint_records_the_cpu_time_of_a_cached_value(tmp_path):
     assert cached_again and torch.equal(loaded["w"], value["w"]) and seconds_again == seconds
     assert again.cpu_seconds("v.pt") == first.cpu_seconds("v.pt")  # as measured when computed, read back
     assert again.cpu_seconds("other.pt") is None
+
+
+def test_bench_tunes_subclass_forgetting_against_held_out_images(tmp_path):
+    args = _tiny(tmp_path, "--scenario", "subclass", "--forget", "8", "--seeds", "1", "--methods", "baseline,ssd_tune,ssd_auto")
+    with pytest.warns(UserWarning):
+        result = main(args)
+    tuned = next(r for r in result.records if r["method"] == "ssd_tune")
+    assert tuned["details"]["trials"] > 0 and "held-out" in tuned["notes"]
+    assert 0.0 <= tuned["forget_acc"] <= 1.0 and 0.0 <= tuned["retain_acc"] <= 1.0
+    assert "| forget acc, test images of the forgotten class |" in (tmp_path / "out" / "table.md").read_text()
