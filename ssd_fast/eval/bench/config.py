@@ -134,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-cache", dest="use_cache", action="store_false", help="always train, never read or write checkpoints")
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
     p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch CPU threads; 0 = torch's default (default: %(default)s: on a shared 2-core machine the main job "
-                        "took 84 s of CPU and 2.3 min with 1 thread, 230 s of CPU and 6.3 min with 2, mostly spinning in the bs-1 Fisher loop)")
+                   help="torch CPU threads; 0 = torch's default (default: %(default)s: on the shared 2-core dev VM an earlier main job "
+                        "took 84 s of CPU with 1 thread and 230 s with 2, mostly spinning in the bs-1 Fisher loop)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 
