@@ -3,7 +3,8 @@
 A method's time covers the unlearning step only: copying the model before and scoring
 it after are excluded for every method alike. SSD's full-data importance is computed
 once after training (cached with the checkpoint), so it is reported as its own step and
-not in SSD's per-request time, exactly as the paper's Figure 2 separates it.
+not in SSD's per-request time, exactly as the paper's Figure 2 separates it. ssd_tune's
+time is a request's: the forget importance and every trial of the search, scoring included.
 """
 from __future__ import annotations
 
