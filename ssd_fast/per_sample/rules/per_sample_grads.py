@@ -1,0 +1,52 @@
+"""Per-sample gradients themselves, [samples, *param.shape], for layers whose weight is shared.
+
+A tied weight (GPT-2's lm_head and wte) or a layer called twice reaches the loss more
+than once, so its per-sample gradient is the sum of each use's per-sample gradient,
+and only that sum may be squared. These functions give each use's per-sample gradient
+for the slice of samples they are handed; the engine sums the uses and squares the sum
+a slice at a time (see per_sample/_deferred), so memory stays bounded.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _tokens(t: torch.Tensor) -> torch.Tensor:
+    """[B, ..., d] as [B, tokens, d] (a 2-d input is one token per sample)."""
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def linear_grad_sample(module: nn.Linear, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    x, dy = _tokens(x.float()), _tokens(dy.float())
+    grads = {"weight": torch.bmm(dy.transpose(1, 2), x)}
+    if module.bias is not None:
+        grads["bias"] = dy.sum(1)
+    return grads
+
+
+def embedding_grad_sample(module: nn.Embedding, idx: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Scatter each sample's output gradients into its own [vocab, dim] slab."""
+    n, vocab = idx.shape[0], module.num_embeddings
+    idx = idx.reshape(n, -1).long()
+    dy = dy.float().reshape(idx.numel(), -1)
+    keys = (torch.arange(n, device=idx.device).unsqueeze(1) * vocab + idx).reshape(-1)
+    if module.padding_idx is not None:  # the padding row never receives a gradient
+        keep = idx.reshape(-1) != module.padding_idx
+        keys, dy = keys[keep], dy[keep]
+    grad = torch.zeros(n * vocab, dy.shape[1], device=dy.device).index_add_(0, keys, dy)
+    return {"weight": grad.reshape(n, vocab, -1)}
+
+
+def layer_norm_grad_sample(module: nn.LayerNorm, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    x, dy = x.float(), dy.float()
+    norm_dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+    var, mean = torch.var_mean(x, dim=norm_dims, unbiased=False, keepdim=True)
+    xhat = (x - mean) * torch.rsqrt(var + module.eps)
+    reduce_dims = tuple(range(1, norm_dims[0]))
+    grads = {}
+    if module.weight is not None:
+        grads["weight"] = (dy * xhat).sum(reduce_dims) if reduce_dims else dy * xhat
+    if module.bias is not None:
+        grads["bias"] = dy.sum(reduce_dims) if reduce_dims else dy
+    return grads
