@@ -144,9 +144,9 @@ class PerSampleAccumulator:
         return on_forward
 
     def _tap_any(self, y: torch.Tensor, callback) -> torch.Tensor:
-        if y.stride(0) == 0 and y.shape[0] > 1:  # an expanded [1, ...] output: give it its own memory
-            y = y.contiguous()
-        return tap(y, self._anchor, callback)
+        # A copy: tapping marks its input dirty, and a unit's output may be saved by its own
+        # backward (MkldnnRnnLayer), or be an expanded [1, ...] tensor with no memory of its own.
+        return tap(y.clone(memory_format=torch.contiguous_format), self._anchor, callback)
 
     def _layer_callback(self, layer: Layer, x: torch.Tensor):
         version = x._version
@@ -309,7 +309,7 @@ class PerSampleAccumulator:
     # ---- warnings -------------------------------------------------------------------------
     def _warn_units(self, reasons: dict[str, str]) -> None:
         """Warn once per module that goes to vmap, saying why when a check moved it there."""
-        new = [unit for unit in self.plan.units if unit.name not in self._warned]
+        new = [unit for unit in self.plan.fallbacks if unit.name not in self._warned]
         if not new:
             return
         self._warned.update(unit.name for unit in new)

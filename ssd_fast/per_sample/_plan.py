@@ -17,6 +17,7 @@ DEFER, or to the name of the module whose unit must take it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
@@ -48,6 +49,7 @@ class Unit:
     name: str
     module: nn.Module
     params: dict[str, str]
+    call_rule: Callable | None = None  # an exact rule for the whole call, instead of vmap
 
 
 @dataclass
@@ -58,8 +60,9 @@ class Plan:
     owner: dict[str, str] = field(default_factory=dict)  # full parameter name -> "module (Class)"
 
     @property
-    def deferred(self) -> bool:
-        return bool(self.units) or any(layer.deferred for layer in self.layers)
+    def fallbacks(self) -> list[Unit]:
+        """The units that run under vmap (no exact rule covers them)."""
+        return [unit for unit in self.units if unit.call_rule is None]
 
 
 def _is_bare_candidate(p: nn.Parameter) -> bool:
@@ -92,6 +95,9 @@ def make_plan(model: nn.Module, params: dict[str, nn.Parameter], placement: dict
         if not own:
             continue
         entry = rule_for(module)
+        if entry is not None and entry.call_grad_sample is not None:
+            plan.units.append(Unit(mod_name, module, own, entry.call_grad_sample))
+            continue
         shared = any(owners[id(params[full])] > 1 or placement.get(full) == DEFER for full in own.values())
         if entry is not None and not (shared and entry.grad_sample is None):
             plan.layers.append(Layer(mod_name, module, entry, own, deferred=shared))

@@ -43,6 +43,9 @@ class UnitCall:
     grads: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def per_sample_grads(self, s: slice, n: int) -> dict[str, torch.Tensor]:
+        if self.unit.call_rule is not None:
+            grads = self.unit.call_rule(self.unit.module, self.args, self.kwargs, self.grads, s)
+            return {full: grads[local] for local, full in self.unit.params.items() if local in grads}
         try:
             return _unit_grads(self, s, n)
         except Exception as e:
@@ -62,6 +65,7 @@ def _unit_grads(call: UnitCall, s: slice, n: int) -> dict[str, torch.Tensor]:
     unit = call.unit
     params = {path: p.detach() for path, p in unit.module.named_parameters(remove_duplicate=False) if path in unit.params}
     in_leaves, in_spec = tree_flatten((call.args, call.kwargs))
+    in_leaves = [leaf.detach() if isinstance(leaf, torch.Tensor) else leaf for leaf in in_leaves]
     in_dims = [batch_dim(leaf, n) for leaf in in_leaves]
     tapped = sorted(call.out_dims)
     grads = [call.grads.get(i) for i in tapped]

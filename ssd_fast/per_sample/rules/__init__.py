@@ -8,6 +8,10 @@ returns {local name: [samples, *param.shape]}, the per-sample gradients themselv
 the engine needs it when a parameter is used more than once (tied weights, a layer
 called twice), because the uses must then be summed before squaring.
 
+A call rule (`call_grad_sample`, for modules with several inputs and outputs, such as
+recurrent layers) takes (module, args, kwargs, {output leaf index: gradient}, sample
+slice) after the backward pass and returns the per-sample gradients of that slice.
+
 A rule is used only when the module runs the standard forward of its class: a subclass
 that overrides forward may use its parameters differently, so it goes to vmap.
 transformers classes are matched by name and module (transformers is never imported),
@@ -27,6 +31,7 @@ from .linear import linear_rule
 from .norm import batch_norm_rule, group_norm_rule, layer_norm_rule, rms_norm_rule
 from .per_sample_grads import embedding_grad_sample, layer_norm_grad_sample, linear_grad_sample
 from .rms_like import rms_like_entry
+from .rnn import rnn_call_grad_sample
 from .transformers_conv1d import conv1d_grad_sample, conv1d_rule
 
 Rule = Callable[..., None]
@@ -35,10 +40,11 @@ GradSample = Callable[..., dict[str, torch.Tensor]]
 
 @dataclass(frozen=True)
 class RuleEntry:
-    """A rule, and its per-sample-gradient companion when it has one."""
+    """A rule, and its per-sample-gradient companion when it has one; or a call rule alone."""
 
-    rule: Rule
+    rule: Rule | None
     grad_sample: GradSample | None = None
+    call_grad_sample: GradSample | None = None
 
 
 _RULES: dict[type[nn.Module], RuleEntry] = {
@@ -51,6 +57,9 @@ _RULES: dict[type[nn.Module], RuleEntry] = {
     nn.LayerNorm: RuleEntry(layer_norm_rule, layer_norm_grad_sample),
     nn.GroupNorm: RuleEntry(group_norm_rule),
     nn.Embedding: RuleEntry(embedding_rule, embedding_grad_sample),
+    nn.LSTM: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
+    nn.GRU: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
+    nn.RNN: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
 }
 if hasattr(nn, "RMSNorm"):
     _RULES[nn.RMSNorm] = RuleEntry(rms_norm_rule)
@@ -115,7 +124,8 @@ def _unsupported_options(module: nn.Module) -> bool:
     # scale_grad_by_freq scales by counts over the whole batch: it mixes samples.
     if isinstance(module, nn.Embedding) and module.scale_grad_by_freq:
         return True
-    return False
+    # An LSTM projection adds a weight the recurrent rule does not model.
+    return isinstance(module, nn.LSTM) and module.proj_size > 0
 
 
 def layer_input(module: nn.Module, args: tuple) -> torch.Tensor | None:
