@@ -106,7 +106,10 @@ class PerSampleAccumulator:
         self.close()
         self.plan = plan
         for layer in plan.layers:
-            self._handles.append(layer.module.register_forward_hook(self._layer_hook(layer)))
+            if layer.entry.output_rule is not None:
+                self._handles.append(layer.module.register_forward_hook(self._output_hook(layer), with_kwargs=True))
+            else:
+                self._handles.append(layer.module.register_forward_hook(self._layer_hook(layer)))
         for unit in plan.units:
             self._handles.append(unit.module.register_forward_hook(self._unit_hook(unit), with_kwargs=True))
         self._warn_units(reasons or {})
@@ -130,6 +133,24 @@ class PerSampleAccumulator:
                 self._uses.append(use)
                 return tap(output, self._anchor, lambda dy: setattr(use, "dy", dy))
             return tap(output, self._anchor, self._layer_callback(layer, x))
+
+        return on_forward
+
+    def _output_hook(self, layer: Layer):
+        """A layer whose rule re-computes its output with its internal tensors tapped (recurrent layers)."""
+
+        def on_forward(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+            if not self._active:
+                return None
+            self._calls[layer] += 1
+            sums = _LazySums(self, layer)
+            replaced = layer.entry.output_rule(
+                module, args, kwargs, lambda t, cb: tap(t, self._anchor, cb), sums, absolute=self.label_free
+            )
+            if replaced is None:  # a call the rule does not cover: run the module's own forward after all
+                self._misshapen.add(layer)
+                return type(module).forward(module, *args, **kwargs)
+            return replaced
 
         return on_forward
 
@@ -205,6 +226,11 @@ class PerSampleAccumulator:
         device = next(iter(self.params.values())).device
         self._anchor = torch.zeros((), device=device, requires_grad=True)
         self._active = True
+        # A layer whose output rule computes its output skips its own forward (the hook fills it in).
+        skipped = [layer.module for layer in self.plan.layers if layer.entry.output_rule is not None]
+        skipped = [m for m in skipped if "forward" not in m.__dict__]
+        for module in skipped:
+            module.forward = _output_comes_from_the_hook
         try:
             if not self.plan.bare:
                 return call_model(self.model, inputs)
@@ -212,6 +238,8 @@ class PerSampleAccumulator:
             return functional_call(self._caller, swaps, (inputs,), strict=False)
         finally:
             self._active = False
+            for module in skipped:
+                del module.forward
 
     def _checked_forward(self, inputs: Any, n: int) -> torch.Tensor:
         """Forward, re-planning whatever a plain rule cannot cover exactly first."""
@@ -325,6 +353,24 @@ class PerSampleAccumulator:
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+def _output_comes_from_the_hook(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _LazySums(dict):
+    """{local name: sum tensor} of one layer, read from the batch's sums when the backward pass runs."""
+
+    def __init__(self, acc: PerSampleAccumulator, layer: Layer):
+        super().__init__()
+        self._acc, self._layer = acc, layer
+
+    def __contains__(self, local: object) -> bool:
+        return local in self._layer.params
+
+    def __getitem__(self, local: str) -> torch.Tensor:
+        return self._acc._sums[self._layer.params[local]]
 
 
 def _leads_with(t: Any, n: int) -> bool:

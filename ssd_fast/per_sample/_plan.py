@@ -95,10 +95,13 @@ def make_plan(model: nn.Module, params: dict[str, nn.Parameter], placement: dict
         if not own:
             continue
         entry = rule_for(module)
+        shared = any(owners[id(params[full])] > 1 or placement.get(full) == DEFER for full in own.values())
+        if entry is not None and entry.output_rule is not None and not shared:
+            plan.layers.append(Layer(mod_name, module, entry, own))
+            continue
         if entry is not None and entry.call_grad_sample is not None:
             plan.units.append(Unit(mod_name, module, own, entry.call_grad_sample))
             continue
-        shared = any(owners[id(params[full])] > 1 or placement.get(full) == DEFER for full in own.values())
         if entry is not None and not (shared and entry.grad_sample is None):
             plan.layers.append(Layer(mod_name, module, entry, own, deferred=shared))
             continue

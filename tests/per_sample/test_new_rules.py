@@ -310,3 +310,33 @@ def test_recurrent_rule_is_batch_size_invariant() -> None:
     for r in results[1:]:
         assert_close(r, dict(results[0]))
     assert ssd_fast.importance(model, [(x, y)], mode="per_sample", progress=False).n_samples == 10
+
+
+class TwoPassGRU(nn.Module):
+    """One GRU run over the sequence and over its reverse: its per-sample gradient sums both calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = nn.GRU(4, 5, batch_first=True, num_layers=2), nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, _ = self.rnn(x)
+        b, h = self.rnn(x.flip(1))
+        return self.head(torch.cat([a[:, -1], h[-1]], dim=1))
+
+
+@LABEL_FREE
+def test_recurrent_layer_called_twice_sums_its_calls(label_free: bool) -> None:
+    torch.manual_seed(0)
+    model, x = TwoPassGRU(), torch.randn(10, 6, 4)
+    params = dict(model.eval().named_parameters())
+    sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    y = None if label_free else torch.randint(0, 3, (10,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        acc = PerSampleAccumulator(model, params, label_free=label_free, chunk_budget=1)
+        with torch.enable_grad():
+            acc(x, y, sums)
+    acc.close()
+    assert [u.name for u in acc.plan.units] == ["rnn"] and acc.plan.fallbacks == []
+    assert_close({n: s / 10 for n, s in sums.items()}, loop_oracle(model, x, y, label_free=label_free))

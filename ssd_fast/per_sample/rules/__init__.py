@@ -8,9 +8,11 @@ returns {local name: [samples, *param.shape]}, the per-sample gradients themselv
 the engine needs it when a parameter is used more than once (tied weights, a layer
 called twice), because the uses must then be summed before squaring.
 
-A call rule (`call_grad_sample`, for modules with several inputs and outputs, such as
-recurrent layers) takes (module, args, kwargs, {output leaf index: gradient}, sample
-slice) after the backward pass and returns the per-sample gradients of that slice.
+Recurrent layers have two rules of their own (see rnn): an `output_rule`, which replaces
+the layer's output in the forward pass by an equal one whose internal tensors are tapped,
+and a `call_grad_sample`, which takes (module, args, kwargs, {output leaf index:
+gradient}, sample slice) after the backward pass and returns that slice's per-sample
+gradients, for layers called more than once.
 
 A rule is used only when the module runs the standard forward of its class: a subclass
 that overrides forward may use its parameters differently, so it goes to vmap.
@@ -31,7 +33,7 @@ from .linear import linear_rule
 from .norm import batch_norm_rule, group_norm_rule, layer_norm_rule, rms_norm_rule
 from .per_sample_grads import embedding_grad_sample, layer_norm_grad_sample, linear_grad_sample
 from .rms_like import rms_like_entry
-from .rnn import rnn_call_grad_sample
+from .rnn import rnn_call_grad_sample, rnn_output_rule
 from .transformers_conv1d import conv1d_grad_sample, conv1d_rule
 
 Rule = Callable[..., None]
@@ -45,6 +47,7 @@ class RuleEntry:
     rule: Rule | None
     grad_sample: GradSample | None = None
     call_grad_sample: GradSample | None = None
+    output_rule: Callable | None = None
 
 
 _RULES: dict[type[nn.Module], RuleEntry] = {
@@ -57,9 +60,9 @@ _RULES: dict[type[nn.Module], RuleEntry] = {
     nn.LayerNorm: RuleEntry(layer_norm_rule, layer_norm_grad_sample),
     nn.GroupNorm: RuleEntry(group_norm_rule),
     nn.Embedding: RuleEntry(embedding_rule, embedding_grad_sample),
-    nn.LSTM: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
-    nn.GRU: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
-    nn.RNN: RuleEntry(None, call_grad_sample=rnn_call_grad_sample),
+    nn.LSTM: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
+    nn.GRU: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
+    nn.RNN: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
 }
 if hasattr(nn, "RMSNorm"):
     _RULES[nn.RMSNorm] = RuleEntry(rms_norm_rule)

@@ -1,68 +1,151 @@
 """nn.LSTM, nn.GRU and nn.RNN: exact per-sample gradients from the gates' gradients.
 
 Every weight of a recurrent layer enters through two affine maps per time step,
-gi_t = W_ih x_t + b_ih and gh_t = W_hh h_{t-1} + b_hh, so the per-sample gradients are
+gi_t = W_ih x_t + b_ih and gh_t = W_hh h_{t-1} + b_hh, so its per-sample gradients are
 sums over time of outer products, as for a Linear over tokens:
-dW_ih = sum_t dgi_t x_t^T, dW_hh = sum_t dgh_t h_{t-1}^T, db = sum_t dg_t.
-The torch kernels (cuDNN, mkldnn) do not expose dgi and dgh, so the layer is re-run
-in PyTorch, step by step, for a chunk of samples, and its output gradients (those of
-the output sequence and of the final states) are pulled back to every gi and gh in one
-autograd call. This is a call rule: it needs every input and output of the call, so it
-runs after the backward pass, like the vmap fallback, a chunk of samples at a time.
-PackedSequence inputs and LSTM projections (proj_size) are not covered and go to vmap.
+dW_ih = sum_t dgi_t x_t^T, dW_hh = sum_t dgh_t h_{t-1}^T, db = sum_t dg_t,
+with dgh = dgi (LSTM, RNN) or, for GRU, dgi with its new-gate part times r_t.
+
+The fused kernels (mkldnn, cuDNN) do not expose dgi, but they give the gradient of their
+input, W_ih^T dgi. So each layer and direction is run by the fused kernel on gi itself,
+with an identity input weight (b_ih is already in gi): the gradient reaching gi is dgi.
+- `rnn_output_rule` does this in the forward pass, instead of the layer's own forward:
+  its output is computed this way, with every gi tapped, so the one backward pass hands
+  each dgi to the rule as it goes.
+- `rnn_call_grad_sample` does it after the backward pass, from the call's recorded inputs
+  and output gradients, a chunk of samples at a time: for layers called more than once
+  or sharing weights, whose per-sample gradients must be summed over calls first.
+PackedSequence and unbatched inputs, and LSTM projections (proj_size), are not covered
+(they go to the vmap fallback).
 """
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._chunks import add_power_sum_
 
-def _cell(mode: str, gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor, c: torch.Tensor | None):
-    if mode == "LSTM":
-        i, f, g, o = (gi + gh).chunk(4, dim=-1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(c), c
-    if mode == "GRU":
-        ir, iz, in_ = gi.chunk(3, dim=-1)
-        hr, hz, hn = gh.chunk(3, dim=-1)
-        r, z = torch.sigmoid(ir + hr), torch.sigmoid(iz + hz)
-        return (1 - z) * torch.tanh(in_ + r * hn) + z * h, None
-    act = torch.tanh if mode == "RNN_TANH" else torch.relu
-    return act(gi + gh), None
+_FUSED = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
 
-def _initial_states(module: nn.RNNBase, hx, x: torch.Tensor, s: slice):
-    """(h0, c0) for samples s, as [layers * directions, chunk, hidden]; c0 is None but for LSTM."""
+def _split_call(module: nn.RNNBase, args: tuple, kwargs: dict):
+    """(input as [batch, time, features], hx) or None when the rule does not cover the call."""
+    x = args[0] if args else kwargs.get("input")
+    hx = args[1] if len(args) > 1 else kwargs.get("hx")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3:
+        return None
+    return (x if module.batch_first else x.transpose(0, 1)), hx
+
+
+def _initial_states(module: nn.RNNBase, hx, x: torch.Tensor):
+    """(h0, c0) as [layers * directions, batch, hidden]; c0 is None but for LSTM."""
     if hx is None:
         h0 = x.new_zeros(module.num_layers * (2 if module.bidirectional else 1), x.shape[0], module.hidden_size)
         return h0, (h0 if module.mode == "LSTM" else None)
-    h0, c0 = (hx[0], hx[1]) if module.mode == "LSTM" else (hx, None)
-    return h0.detach().float()[:, s], (c0.detach().float()[:, s] if c0 is not None else None)
+    return (hx[0], hx[1]) if module.mode == "LSTM" else (hx, None)
 
 
-def _params(module: nn.RNNBase, suffix: str):
-    get = lambda name: getattr(module, name).detach().float() if module.bias or "weight" in name else None  # noqa: E731
-    return get(f"weight_ih{suffix}"), get(f"bias_ih{suffix}"), get(f"weight_hh{suffix}"), get(f"bias_hh{suffix}")
+def _weights(module: nn.RNNBase, suffix: str, dtype: torch.dtype) -> tuple[torch.Tensor | None, ...]:
+    def get(name: str) -> torch.Tensor | None:
+        if not (module.bias or name.startswith("weight")):
+            return None
+        return getattr(module, f"{name}{suffix}").detach().to(dtype)
+
+    return get("weight_ih"), get("bias_ih"), get("weight_hh"), get("bias_hh")
 
 
-def _node(t: torch.Tensor) -> torch.Tensor:
-    """t as a point of the graph that gradients can be asked for (the weights are detached)."""
-    return t if t.requires_grad else t.requires_grad_()
+def _rerun(module: nn.RNNBase, gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor | None, h0: torch.Tensor, c0):
+    """The fused kernel on gi with an identity input weight: (outputs, h_n, c_n or None)."""
+    eye = torch.eye(gi.shape[-1], dtype=gi.dtype, device=gi.device)
+    b_hh = b_hh if b_hh is not None else gi.new_zeros(gi.shape[-1])
+    params = [eye, w_hh, torch.zeros_like(b_hh), b_hh]
+    if module.mode == "LSTM":
+        out, h_n, c_n = torch.lstm(gi, (h0.unsqueeze(0), c0.unsqueeze(0)), params, True, 1, 0.0, False, False, True)
+        return out, h_n[0], c_n[0]
+    out, h_n = _FUSED[module.mode](gi, h0.unsqueeze(0), params, True, 1, 0.0, False, False, True)
+    return out, h_n[0], None
 
 
-def _run_direction(module: nn.RNNBase, seq: torch.Tensor, suffix: str, h: torch.Tensor, c: torch.Tensor | None):
-    """One layer, one direction, step by step: (outputs [chunk, T, H], final h, final c, tap)."""
-    w_ih, b_ih, w_hh, b_hh = _params(module, suffix)
-    gi = _node(F.linear(seq, w_ih, b_ih))
-    hs, ghs = [], []
-    for t in range(seq.shape[1]):
-        gh = _node(F.linear(h, w_hh, b_hh))
-        hs.append(h)
-        ghs.append(gh)
-        h, c = _cell(module.mode, gi[:, t], gh, h, c)
-    outputs = torch.stack(hs[1:] + [h], 1)
-    return outputs, h, c, (suffix, gi, seq, ghs, hs)
+def _run_stack(module: nn.RNNBase, x: torch.Tensor, h0: torch.Tensor, c0, gi_hook: Callable | None):
+    """Re-run every layer and direction through its gi: ([output, h_n(, c_n)], runs).
+
+    runs: (suffix, gi, the run's input sequence, its h_{t-1} sequence), in processing order.
+    `gi_hook(run index, gi)` may return a replacement for gi (a tapped copy).
+    """
+    directions = 2 if module.bidirectional else 1
+    runs, h_n, c_n = [], [], []
+    layer_in = x
+    for layer in range(module.num_layers):
+        outs = []
+        for d in range(directions):
+            k, suffix = layer * directions + d, f"_l{layer}" + ("_reverse" if d else "")
+            w_ih, b_ih, w_hh, b_hh = _weights(module, suffix, x.dtype)
+            seq = layer_in.flip(1) if d else layer_in  # the reverse direction runs on the reversed sequence
+            gi = F.linear(seq, w_ih, b_ih)
+            if gi_hook is not None:
+                gi = gi_hook(len(runs), gi)
+            out, h, c = _rerun(module, gi, w_hh, b_hh, h0[k], c0[k] if c0 is not None else None)
+            runs.append((suffix, gi, seq, torch.cat([h0[k].unsqueeze(1), out[:, :-1]], 1)))
+            outs.append(out.flip(1) if d else out)
+            h_n.append(h)
+            c_n.append(c)
+        layer_in = torch.cat(outs, dim=-1)
+    results = [layer_in, torch.stack(h_n)] + ([torch.stack(c_n)] if module.mode == "LSTM" else [])
+    return results, runs
+
+
+def _run_grads(module: nn.RNNBase, run: tuple, dgi: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """Per-sample gradients [batch, *shape] of one layer and direction, from its dgi."""
+    suffix, gi, seq, h_prev = run
+    gi, seq, h_prev = gi.detach().float(), seq.detach().float(), h_prev.detach().float()
+    dgi = torch.zeros_like(gi) if dgi is None else dgi.float()
+    dgh = dgi
+    if module.mode == "GRU":  # n = tanh(gi_n + r * gh_n): gh_n's gradient is r * dgi_n
+        _, _, w_hh, b_hh = _weights(module, suffix, torch.float32)
+        r = torch.sigmoid(gi.chunk(3, -1)[0] + F.linear(h_prev, w_hh, b_hh).chunk(3, -1)[0])
+        dr, dz, dn = dgi.chunk(3, -1)
+        dgh = torch.cat([dr, dz, r * dn], -1)
+    grads = {f"weight_ih{suffix}": torch.bmm(dgi.transpose(1, 2), seq), f"weight_hh{suffix}": torch.bmm(dgh.transpose(1, 2), h_prev)}
+    if module.bias:
+        grads[f"bias_ih{suffix}"], grads[f"bias_hh{suffix}"] = dgi.sum(1), dgh.sum(1)
+    return grads
+
+
+def _pack(module: nn.RNNBase, results: list) -> tuple:
+    """The results in the layout of the module's own return value."""
+    out = results[0] if module.batch_first else results[0].transpose(0, 1)
+    if module.mode == "LSTM":
+        return out, (results[1], results[2])
+    return out, results[1]
+
+
+def rnn_output_rule(module: nn.RNNBase, args: tuple, kwargs: dict, tap: Callable, out: dict[str, torch.Tensor], *, absolute: bool):
+    """The layer's output, computed with its gi tapped; None when the call is not covered.
+
+    `tap(tensor, callback)` returns the tensor with callback(gradient) called in the
+    backward pass; each gi's callback adds that run's squared per-sample gradients to `out`.
+    """
+    split = _split_call(module, args, kwargs)
+    if split is None:
+        return None
+    x, hx = split
+    h0, c0 = _initial_states(module, hx, x)
+    runs: list = []
+
+    def on_gi(index: int, gi: torch.Tensor) -> torch.Tensor:
+        def on_grad(dgi: torch.Tensor) -> None:
+            for name, g in _run_grads(module, runs[index], dgi).items():
+                if name in out:
+                    add_power_sum_(out[name], g, absolute=absolute, owned=True)
+
+        return tap(gi, on_grad)
+
+    results, made = _run_stack(module, x, h0, c0, on_gi)
+    runs.extend(made)
+    return _pack(module, results)
 
 
 def _cotangent(g: torch.Tensor, index: int, batch_first: bool, s: slice) -> torch.Tensor:
@@ -77,53 +160,24 @@ def rnn_call_grad_sample(module: nn.RNNBase, args: tuple, kwargs: dict, grads: d
 
     `grads` maps the index of each output leaf (output, h_n[, c_n]) to its gradient.
     """
-    x = args[0] if args else kwargs["input"]
-    hx = args[1] if len(args) > 1 else kwargs.get("hx")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{type(module).__name__}: PackedSequence inputs are not covered by the rule")
-    x = x.detach().float()
-    x = (x if module.batch_first else x.transpose(0, 1))[s]
-    h0, c0 = _initial_states(module, hx, x, s)
-    directions = 2 if module.bidirectional else 1
-    taps, h_n, c_n = [], [], []
+    split = _split_call(module, args, kwargs)
+    if split is None:
+        raise TypeError(f"{type(module).__name__}: PackedSequence and unbatched inputs are not covered by the rule")
+    x, hx = split
+    x = x.detach().float()[s]
+    h0, c0 = _initial_states(module, hx, x)
+    if hx is not None:
+        h0, c0 = h0.detach().float()[:, s], (c0.detach().float()[:, s] if c0 is not None else None)
+
+    def as_node(index: int, gi: torch.Tensor) -> torch.Tensor:
+        return gi.requires_grad_()  # the weights are detached: gi starts the graph
+
     with torch.enable_grad():
-        layer_in = x
-        for layer in range(module.num_layers):
-            outs = []
-            for d in range(directions):
-                k = layer * directions + d
-                seq = layer_in.flip(1) if d else layer_in
-                suffix = f"_l{layer}" + ("_reverse" if d else "")
-                out, h, c, tap = _run_direction(module, seq, suffix, h0[k], c0[k] if c0 is not None else None)
-                outs.append(out.flip(1) if d else out)
-                taps.append(tap)
-                h_n.append(h)
-                c_n.append(c)
-            layer_in = torch.cat(outs, dim=-1)
-        results = [layer_in, torch.stack(h_n)] + ([torch.stack(c_n)] if module.mode == "LSTM" else [])
-        pairs = [(out, _cotangent(grads[i], i, module.batch_first, s)) for i, out in enumerate(results) if i in grads]
-        inputs = [tap[1] for tap in taps] + [gh for tap in taps for gh in tap[3]]
-        if pairs:
-            pulled = torch.autograd.grad([o for o, _ in pairs], inputs, [g for _, g in pairs], allow_unused=True)
-        else:
-            pulled = [None] * len(inputs)
-    return _weight_grads(module, taps, list(pulled))
-
-
-def _weight_grads(module: nn.RNNBase, taps: list, pulled: list) -> dict[str, torch.Tensor]:
-    d_gi, d_gh = pulled[: len(taps)], iter(pulled[len(taps) :])
+        results, runs = _run_stack(module, x, h0, c0, as_node)
+        pairs = [(r, _cotangent(grads[i], i, module.batch_first, s)) for i, r in enumerate(results) if i in grads]
+        gis = [run[1] for run in runs]
+        d_gis = torch.autograd.grad([r for r, _ in pairs], gis, [g for _, g in pairs], allow_unused=True) if pairs else [None] * len(gis)
     out: dict[str, torch.Tensor] = {}
-    for (suffix, gi, seq, ghs, hs), dgi in zip(taps, d_gi):
-        dgi = torch.zeros_like(gi) if dgi is None else dgi
-        dgh = torch.stack([g if g is not None else torch.zeros_like(gh) for g, gh in zip((next(d_gh) for _ in ghs), ghs)], 1)
-        h_prev = torch.stack(hs, 1)
-        out[f"weight_ih{suffix}"] = torch.bmm(dgi.transpose(1, 2), seq)
-        out[f"weight_hh{suffix}"] = torch.bmm(dgh.transpose(1, 2), h_prev)
-        if module.bias:
-            out[f"bias_ih{suffix}"] = dgi.sum(1)
-            out[f"bias_hh{suffix}"] = dgh.sum(1)
+    for run, dgi in zip(runs, d_gis):
+        out.update(_run_grads(module, run, dgi))
     return out
-
-
-def rnn_supported(module: nn.Module) -> bool:
-    return isinstance(module, nn.RNNBase) and getattr(module, "proj_size", 0) == 0 and module.mode in ("LSTM", "GRU", "RNN_TANH", "RNN_RELU")
