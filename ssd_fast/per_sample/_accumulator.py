@@ -287,12 +287,20 @@ class PerSampleAccumulator:
 
     def _use_problems(self, sites: dict) -> dict[str, tuple[str, str]]:
         owners = owners_of(self.model)
-        units = {full: unit.name for unit in self.plan.units for full in unit.params.values()}
+        units = {full: unit.name for unit in self.plan.fallbacks for full in unit.params.values()}
+        covering: dict[str, set[str]] = {}  # full name -> the rule modules whose calls it may be used in
+        for rule_module in [*self.plan.layers, *(u for u in self.plan.units if u.call_rule is not None)]:
+            for full in rule_module.params.values():
+                covering.setdefault(full, set()).add(rule_module.name)
         deferred = {full for layer in self.plan.layers if layer.deferred for full in layer.params.values()}
+        deferred |= {full for unit in self.plan.units for full in unit.params.values()}
         problems: dict[str, tuple[str, str]] = {}
         for full, counts in sites.items():
-            mine = owners[id(self.params[full])]
-            if full in units:  # a unit covers every use inside its module's forward
+            mine = covering.get(full, set())
+            if full in self.plan.bare:  # its per-sample copy stands in for it: any direct use is wrong
+                where = common_module(set(counts) | owners[id(self.params[full])])
+                problems[full] = (where, "it is also used directly, not only through its per-sample copy")
+            elif full in units:  # a unit covers every use inside its module's forward
                 home = units[full]
                 inside = all(_within(site, home) for site in counts)
                 if not inside:
@@ -302,7 +310,7 @@ class PerSampleAccumulator:
                 if sum(counts.values()) > 1 and full not in deferred:
                     problems[full] = (DEFER, "")
             else:
-                where = common_module(set(counts) | mine)
+                where = common_module(set(counts) | owners[id(self.params[full])])
                 outside = sorted(site or "<model>" for site in set(counts) - mine)
                 problems[full] = (where, f"{full} is also used in the forward of {', '.join(outside)}")
         return problems

@@ -16,12 +16,12 @@ DEFER, or to the name of the module whose unit must take it.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._coverage import common_module
 from .rules import RuleEntry, rule_for
 
 DEFER = "<defer>"
@@ -77,42 +77,52 @@ def describe(name: str, module: nn.Module) -> str:
 def make_plan(model: nn.Module, params: dict[str, nn.Parameter], placement: dict[str, str]) -> Plan:
     """The plan for `params` (trainable, by full name), given the placements checks asked for."""
     name_of = {id(p): n for n, p in params.items()}
-    owners = Counter(id(p) for m in model.modules() for p in m._parameters.values() if p is not None)
     modules = dict(model.named_modules())
-    plan = Plan()
+    owners: dict[str, list[str]] = {}  # full name -> the modules holding it directly, in module order
+    for mod_name, module in modules.items():
+        for p in module._parameters.values():
+            if p is not None and id(p) in name_of and mod_name not in owners.get(name_of[id(p)], []):
+                owners.setdefault(name_of[id(p)], []).append(mod_name)
+    entries = {mod_name: rule_for(modules[mod_name]) for mod_name in {m for ms in owners.values() for m in ms}}
+    plan = Plan(owner={full: describe(ms[0], modules[ms[0]]) for full, ms in owners.items()})
     unit_params: dict[str, set[str]] = {}
     for full, where in placement.items():
         if where != DEFER:
             unit_params.setdefault(where, set()).add(full)
-    placed = {full for fulls in unit_params.values() for full in fulls}
+    homes: dict[str, list[str]] = {}  # full name -> the rule modules covering it
+    for full, mods in owners.items():
+        if full in placement and placement[full] != DEFER:
+            continue
+        shared = len(mods) > 1 or placement.get(full) == DEFER
+        ruled = [m for m in mods if entries[m] is not None]
+        if ruled and (not shared or all(_can_share(entries[m]) for m in ruled)):
+            homes[full] = ruled  # a tied owner without a rule that never uses it is checked by the trace
+        elif not ruled and not shared and _is_bare_candidate(params[full]) and full not in placement:
+            plan.bare[full] = params[full]
+        else:
+            unit_params.setdefault(common_module(set(mods)), set()).add(full)
     for mod_name, module in modules.items():
-        direct = {
-            local: name_of[id(p)] for local, p in module._parameters.items() if p is not None and id(p) in name_of
-        }
-        for full in direct.values():
-            plan.owner.setdefault(full, describe(mod_name, module))
-        own = {local: full for local, full in direct.items() if full not in placed}
-        if not own:
-            continue
-        entry = rule_for(module)
-        shared = any(owners[id(params[full])] > 1 or placement.get(full) == DEFER for full in own.values())
-        if entry is not None and entry.output_rule is not None and not shared:
-            plan.layers.append(Layer(mod_name, module, entry, own))
-            continue
-        if entry is not None and entry.call_grad_sample is not None:
-            plan.units.append(Unit(mod_name, module, own, entry.call_grad_sample))
-            continue
-        if entry is not None and not (shared and entry.grad_sample is None):
-            plan.layers.append(Layer(mod_name, module, entry, own, deferred=shared))
-            continue
-        for full in own.values():
-            if entry is None and not shared and _is_bare_candidate(params[full]) and full not in placement:
-                plan.bare[full] = params[full]
-            else:
-                unit_params.setdefault(mod_name, set()).add(full)
+        own = {local: name_of[id(p)] for local, p in module._parameters.items() if p is not None and mod_name in homes.get(name_of.get(id(p)), ())}
+        if own:
+            _add_rule_module(plan, mod_name, module, entries[mod_name], own, owners, placement)
     for mod_name, fulls in unit_params.items():
         plan.units.append(Unit(mod_name, modules[mod_name], _paths_in(modules[mod_name], fulls, name_of)))
     return plan
+
+
+def _can_share(entry: RuleEntry) -> bool:
+    """Whether the rule can give each use's per-sample gradients, to be summed before squaring."""
+    return entry.grad_sample is not None or entry.call_grad_sample is not None
+
+
+def _add_rule_module(plan: Plan, name: str, module: nn.Module, entry: RuleEntry, own: dict[str, str], owners: dict, placement: dict) -> None:
+    shared = any(len(owners[full]) > 1 or placement.get(full) == DEFER for full in own.values())
+    if entry.output_rule is not None and not shared:
+        plan.layers.append(Layer(name, module, entry, own))
+    elif entry.call_grad_sample is not None:
+        plan.units.append(Unit(name, module, own, entry.call_grad_sample))
+    else:
+        plan.layers.append(Layer(name, module, entry, own, deferred=shared))
 
 
 def _paths_in(module: nn.Module, fulls: set[str], name_of: dict[int, str]) -> dict[str, str]:

@@ -217,3 +217,42 @@ def test_model_without_a_head_is_refused_clearly() -> None:
     with pytest.raises(TypeError, match="holds no logits"):
         ssd_fast.importance(model, [{"input_ids": torch.zeros(2, 3, dtype=torch.long)}], label_free=True, progress=False)
     assert_unchanged(model, before)
+
+
+def _bert_head(head: str, **config_kw):
+    config = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+        max_position_embeddings=32, **config_kw,
+    )
+    return getattr(transformers, head)(config)
+
+
+HEADS = {
+    "regression": (lambda: _bert_head("BertForSequenceClassification", num_labels=1), lambda g, n: torch.randn(n, generator=g)),
+    "multi_label": (
+        lambda: _bert_head("BertForSequenceClassification", num_labels=3),
+        lambda g, n: (torch.rand(n, 3, generator=g) > 0.5).float(),
+    ),
+    "token_classification": (
+        lambda: _bert_head("BertForTokenClassification", num_labels=4),
+        lambda g, n: torch.randint(0, 4, (n, 6), generator=g).masked_fill(torch.rand(n, 6, generator=g) > 0.6, -100),
+    ),
+    "masked_lm": (
+        lambda: _bert_head("BertForMaskedLM"),
+        lambda g, n: torch.randint(0, VOCAB, (n, 6), generator=g).masked_fill(torch.rand(n, 6, generator=g) > 0.4, -100),
+    ),
+}
+
+
+@pytest.mark.parametrize("head", list(HEADS))
+def test_other_heads_score_each_sample_as_the_model_does(head: str) -> None:
+    make, labels = HEADS[head]
+    torch.manual_seed(0)
+    model = make().eval()
+    batches = _batches("bert")
+    g = torch.Generator().manual_seed(1)
+    for b in batches:
+        b["labels"] = labels(g, len(b["input_ids"]))
+    got = ssd_fast.importance(model, batches, mode="per_sample", progress=False)
+    assert_close(got, loop_oracle(model, batches), rtol=2e-5)
+    assert_close(ssd_fast.importance(model, batches, progress=False), batch_oracle(model, batches), rtol=2e-5)
