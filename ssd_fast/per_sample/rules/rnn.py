@@ -6,15 +6,15 @@ sums over time of outer products, as for a Linear over tokens:
 dW_ih = sum_t dgi_t x_t^T, dW_hh = sum_t dgh_t h_{t-1}^T, db = sum_t dg_t,
 with dgh = dgi (LSTM, RNN) or, for GRU, dgi with its new-gate part times r_t.
 
-The fused kernels (mkldnn, cuDNN) do not expose dgi, but they give the gradient of their
-input, W_ih^T dgi. So each layer and direction is run by the fused kernel on gi itself,
-with an identity input weight (b_ih is already in gi): the gradient reaching gi is dgi.
-- `rnn_output_rule` does this in the forward pass, instead of the layer's own forward:
-  its output is computed this way, with every gi tapped, so the one backward pass hands
-  each dgi to the rule as it goes.
-- `rnn_call_grad_sample` does it after the backward pass, from the call's recorded inputs
+The fused kernels (mkldnn, cuDNN) do not expose dgi, so:
+- `rnn_output_rule` runs instead of the layer's own forward: each layer and direction is
+  stepped in PyTorch with a hand-written backward through time (see rnn_steps), which
+  hands dgi and dgh to the rule as the one backward pass reaches it.
+- `rnn_call_grad_sample` works after the backward pass, from the call's recorded inputs
   and output gradients, a chunk of samples at a time: for layers called more than once
-  or sharing weights, whose per-sample gradients must be summed over calls first.
+  or sharing weights, whose per-sample gradients must be summed over calls first. It runs
+  each layer and direction through the fused kernel on gi itself, with an identity input
+  weight (b_ih is already in gi), so that the gradient reaching gi is dgi.
 PackedSequence and unbatched inputs, and LSTM projections (proj_size), are not covered
 (they go to the vmap fallback).
 """
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .._chunks import add_power_sum_
+from .rnn_steps import StepRNN
 
 _FUSED = {"LSTM": torch.lstm, "GRU": torch.gru, "RNN_TANH": torch.rnn_tanh, "RNN_RELU": torch.rnn_relu}
 
@@ -100,7 +101,7 @@ def _run_stack(module: nn.RNNBase, x: torch.Tensor, h0: torch.Tensor, c0, gi_hoo
 def _run_grads(module: nn.RNNBase, run: tuple, dgi: torch.Tensor | None) -> dict[str, torch.Tensor]:
     """Per-sample gradients [batch, *shape] of one layer and direction, from its dgi."""
     suffix, gi, seq, h_prev = run
-    gi, seq, h_prev = gi.detach().float(), seq.detach().float(), h_prev.detach().float()
+    gi, h_prev = gi.detach().float(), h_prev.detach().float()
     dgi = torch.zeros_like(gi) if dgi is None else dgi.float()
     dgh = dgi
     if module.mode == "GRU":  # n = tanh(gi_n + r * gh_n): gh_n's gradient is r * dgi_n
@@ -108,6 +109,11 @@ def _run_grads(module: nn.RNNBase, run: tuple, dgi: torch.Tensor | None) -> dict
         r = torch.sigmoid(gi.chunk(3, -1)[0] + F.linear(h_prev, w_hh, b_hh).chunk(3, -1)[0])
         dr, dz, dn = dgi.chunk(3, -1)
         dgh = torch.cat([dr, dz, r * dn], -1)
+    return _outer_grads(module, suffix, seq, h_prev, dgi, dgh)
+
+
+def _outer_grads(module: nn.RNNBase, suffix: str, seq, h_prev, dgi, dgh) -> dict[str, torch.Tensor]:
+    seq, h_prev, dgi, dgh = seq.detach().float(), h_prev.detach().float(), dgi.float(), dgh.float()
     grads = {f"weight_ih{suffix}": torch.bmm(dgi.transpose(1, 2), seq), f"weight_hh{suffix}": torch.bmm(dgh.transpose(1, 2), h_prev)}
     if module.bias:
         grads[f"bias_ih{suffix}"], grads[f"bias_hh{suffix}"] = dgi.sum(1), dgh.sum(1)
@@ -123,29 +129,48 @@ def _pack(module: nn.RNNBase, results: list) -> tuple:
 
 
 def rnn_output_rule(module: nn.RNNBase, args: tuple, kwargs: dict, tap: Callable, out: dict[str, torch.Tensor], *, absolute: bool):
-    """The layer's output, computed with its gi tapped; None when the call is not covered.
+    """The layer's output, computed step by step (see rnn_steps); None when the call is not covered.
 
-    `tap(tensor, callback)` returns the tensor with callback(gradient) called in the
-    backward pass; each gi's callback adds that run's squared per-sample gradients to `out`.
+    Each layer and direction's hand-written backward adds its squared per-sample gradients
+    to `out` as the backward pass reaches it. `tap(t, callback)` ties a tensor to the graph.
     """
     split = _split_call(module, args, kwargs)
     if split is None:
         return None
     x, hx = split
     h0, c0 = _initial_states(module, hx, x)
-    runs: list = []
-
-    def on_gi(index: int, gi: torch.Tensor) -> torch.Tensor:
-        def on_grad(dgi: torch.Tensor) -> None:
-            for name, g in _run_grads(module, runs[index], dgi).items():
-                if name in out:
-                    add_power_sum_(out[name], g, absolute=absolute, owned=True)
-
-        return tap(gi, on_grad)
-
-    results, made = _run_stack(module, x, h0, c0, on_gi)
-    runs.extend(made)
+    directions = 2 if module.bidirectional else 1
+    h_n, c_n, layer_in = [], [], x
+    for layer in range(module.num_layers):
+        outs = []
+        for d in range(directions):
+            k, suffix = layer * directions + d, f"_l{layer}" + ("_reverse" if d else "")
+            w_ih, b_ih, w_hh, b_hh = _weights(module, suffix, x.dtype)
+            seq = layer_in.flip(1) if d else layer_in  # the reverse direction runs on the reversed sequence
+            on_grads = _adder(module, suffix, seq, out, absolute)
+            gi = F.linear(seq, w_ih, b_ih)
+            if not gi.requires_grad:  # a raw input: tie gi to the graph, so that the backward pass reaches it
+                gi = tap(gi, _ignore)
+            o, h, c = StepRNN.apply(gi, h0[k], c0[k] if c0 is not None else None, w_hh, b_hh, module.mode, on_grads)
+            outs.append(o.flip(1) if d else o)
+            h_n.append(h)
+            c_n.append(c)
+        layer_in = torch.cat(outs, dim=-1)
+    results = [layer_in, torch.stack(h_n)] + ([torch.stack(c_n)] if module.mode == "LSTM" else [])
     return _pack(module, results)
+
+
+def _ignore(grad: torch.Tensor) -> None:
+    return None
+
+
+def _adder(module: nn.RNNBase, suffix: str, seq: torch.Tensor, out: dict[str, torch.Tensor], absolute: bool) -> Callable:
+    def on_grads(dgi: torch.Tensor, dgh: torch.Tensor, h_prev: torch.Tensor) -> None:
+        for name, g in _outer_grads(module, suffix, seq, h_prev, dgi, dgh).items():
+            if name in out:
+                add_power_sum_(out[name], g, absolute=absolute, owned=True)
+
+    return on_grads
 
 
 def _cotangent(g: torch.Tensor, index: int, batch_first: bool, s: slice) -> torch.Tensor:
