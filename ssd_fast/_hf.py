@@ -20,7 +20,9 @@ from torch import nn
 LABEL_KEYS = ("labels", "label")
 
 # loss_type values whose loss is a token-level cross-entropy, and whether labels are shifted.
-_TOKEN_LOSSES = {"ForCausalLM": True, "ForConditionalGeneration": True, "ForMaskedLM": False, "ForTokenClassification": False}
+# ForConditionalGeneration is left out: encoder-decoders (T5, Bart) score unshifted decoder
+# labels while vision-language models shift them, so per-sample mode asks for a loss_fn there.
+_TOKEN_LOSSES = {"ForCausalLM": True, "ForMaskedLM": False, "ForTokenClassification": False}
 _SEQUENCE_LOSSES = {"ForSequenceClassification", "ForImageClassification", "ForVideoClassification", "ForAudioClassification"}
 
 
