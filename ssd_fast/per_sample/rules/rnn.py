@@ -36,6 +36,8 @@ def _split_call(module: nn.RNNBase, args: tuple, kwargs: dict):
     hx = args[1] if len(args) > 1 else kwargs.get("hx")
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
         return None
+    if module.training and module.dropout > 0 and module.num_layers > 1:
+        return None  # dropout between layers is not stepped here (importance runs in eval mode)
     return (x if module.batch_first else x.transpose(0, 1)), hx
 
 
