@@ -45,7 +45,7 @@ def _lstm_backward(state, w_hh, d_out, dh, dc):
     from_dc = torch.stack([cand * i * (1 - i), c_prev * f * (1 - f), i * (1 - cand * cand)], 2)  # [T, B, 3, H]
     from_dh = tanh_c * o * (1 - o)
     f = f.contiguous()
-    d_out = d_out.transpose(0, 1) if d_out is not None else None
+    d_out = d_out.transpose(0, 1).contiguous() if d_out is not None else None  # time-major: each step's rows contiguous
     dgates = hs[0].new_empty(len(sigs), hs[0].shape[0], 4 * size)
     for t in range(len(sigs) - 1, -1, -1):
         if d_out is not None:
