@@ -17,13 +17,13 @@ import torch
 def _lstm_forward(gi, h, c, w_hh, b_hh):
     """Step the LSTM; returns (h per step incl. h0, c per step incl. c0, sigmoid(gates), tanh(cell input))."""
     size = h.shape[1]
-    gib = gi + b_hh if b_hh is not None else gi
+    gib = (gi + b_hh if b_hh is not None else gi).transpose(0, 1).contiguous()  # time-major: each step contiguous
     w_t = w_hh.t()
     hs, cs, sigs, cands = [h], [c], [], []
     for t in range(gi.shape[1]):
-        g = torch.addmm(gib[:, t], h, w_t)
-        sig = torch.sigmoid(g)  # the input, forget and output gates (the cell slot is unused)
+        g = torch.addmm(gib[t], h, w_t)
         cand = torch.tanh(g[:, 2 * size : 3 * size])
+        sig = g.sigmoid_()  # the input, forget and output gates (the cell slot, read above, is unused)
         c = torch.addcmul(sig[:, size : 2 * size] * c, sig[:, :size], cand)
         h = sig[:, 3 * size :] * torch.tanh(c)
         hs.append(h)
@@ -62,7 +62,7 @@ def _lstm_backward(state, w_hh, d_out, dh, dc):
 def _gru_forward(gi, h, w_hh, b_hh):
     hs, saved = [h], []
     size = h.shape[1]
-    for gi_t in gi.unbind(1):
+    for gi_t in gi.transpose(0, 1).contiguous().unbind(0):  # time-major: each step contiguous
         gh = torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t()
         rz = torch.sigmoid(gi_t[:, : 2 * size] + gh[:, : 2 * size])
         r, z = rz[:, :size], rz[:, size:]
@@ -90,7 +90,7 @@ def _gru_backward(saved, hs, w_hh, d_out, dh):
 
 def _simple_forward(gi, h, w_hh, b_hh, relu: bool):
     hs = [h]
-    for gi_t in gi.unbind(1):
+    for gi_t in gi.transpose(0, 1).contiguous().unbind(0):  # time-major: each step contiguous
         pre = gi_t + (torch.addmm(b_hh, h, w_hh.t()) if b_hh is not None else h @ w_hh.t())
         h = torch.relu(pre) if relu else torch.tanh(pre)
         hs.append(h)
