@@ -340,3 +340,48 @@ def test_recurrent_layer_called_twice_sums_its_calls(label_free: bool) -> None:
     acc.close()
     assert [u.name for u in acc.plan.units] == ["rnn"] and acc.plan.fallbacks == []
     assert_close({n: s / 10 for n, s in sums.items()}, loop_oracle(model, x, y, label_free=label_free))
+
+
+class CalledTwice(nn.Module):
+    """layer(tanh(layer(x))), then a mean over everything but the channels and a head."""
+
+    def __init__(self, layer: nn.Module, channels: int, channel_dim: int) -> None:
+        super().__init__()
+        self.layer, self.head, self.channel_dim = layer, nn.Linear(channels, 3), channel_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.layer(torch.tanh(self.layer(x))))
+        h = h.movedim(self.channel_dim, -1)
+        return self.head(h.reshape(h.shape[0], -1, h.shape[-1]).mean(1))
+
+
+TWICE = {
+    "linear_tokens": (lambda: nn.Linear(6, 6), (3, 6), -1),
+    "conv2d_groups": (lambda: nn.Conv2d(4, 4, 3, padding=1, groups=2), (4, 5, 5), 1),
+    "conv1d_circular": (lambda: nn.Conv1d(3, 3, 3, padding=1, padding_mode="circular"), (3, 7), 1),
+    "batchnorm2d": (lambda: nn.BatchNorm2d(3), (3, 4, 4), 1),
+    "groupnorm": (lambda: nn.GroupNorm(2, 4), (4, 3, 3), 1),
+    "layernorm": (lambda: nn.LayerNorm(6), (3, 6), -1),
+    "rmsnorm": (lambda: nn.RMSNorm(6), (3, 6), -1),
+    "conv1d_transformers": (lambda: Conv1D(6, 6), (3, 6), -1),
+    "rms_like": (lambda: LlamaStyleRMSNorm(6), (3, 6), -1),
+}
+
+
+@LABEL_FREE
+@pytest.mark.parametrize("name", list(TWICE))
+def test_every_rule_serves_a_layer_called_twice(name: str, label_free: bool) -> None:
+    make, shape, channel_dim = TWICE[name]
+    torch.manual_seed(0)
+    layer = make()
+    with torch.no_grad():
+        for m in layer.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.normal_()
+                m.running_var.uniform_(0.5, 2.0)
+        for p in layer.parameters():
+            p.normal_()
+    channels = shape[0] if channel_dim == 1 else shape[-1]
+    model = CalledTwice(layer, channels, channel_dim)
+    x = torch.randn(9, *shape)
+    _exact(model, x, None if label_free else torch.randint(0, 3, (9,)), label_free=label_free)

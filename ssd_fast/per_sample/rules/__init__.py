@@ -31,7 +31,15 @@ from .conv import conv_rule
 from .embedding import embedding_rule
 from .linear import linear_rule
 from .norm import batch_norm_rule, group_norm_rule, layer_norm_rule, rms_norm_rule
-from .per_sample_grads import embedding_grad_sample, layer_norm_grad_sample, linear_grad_sample
+from .per_sample_grads import (
+    batch_norm_grad_sample,
+    conv_grad_sample,
+    embedding_grad_sample,
+    group_norm_grad_sample,
+    layer_norm_grad_sample,
+    linear_grad_sample,
+    rms_norm_grad_sample,
+)
 from .rms_like import rms_like_entry
 from .rnn import rnn_call_grad_sample, rnn_output_rule
 from .transformers_conv1d import conv1d_grad_sample, conv1d_rule
@@ -52,20 +60,20 @@ class RuleEntry:
 
 _RULES: dict[type[nn.Module], RuleEntry] = {
     nn.Linear: RuleEntry(linear_rule, linear_grad_sample),
-    nn.Conv1d: RuleEntry(conv_rule),
-    nn.Conv2d: RuleEntry(conv_rule),
-    nn.BatchNorm1d: RuleEntry(batch_norm_rule),
-    nn.BatchNorm2d: RuleEntry(batch_norm_rule),
-    nn.BatchNorm3d: RuleEntry(batch_norm_rule),
+    nn.Conv1d: RuleEntry(conv_rule, conv_grad_sample),
+    nn.Conv2d: RuleEntry(conv_rule, conv_grad_sample),
+    nn.BatchNorm1d: RuleEntry(batch_norm_rule, batch_norm_grad_sample),
+    nn.BatchNorm2d: RuleEntry(batch_norm_rule, batch_norm_grad_sample),
+    nn.BatchNorm3d: RuleEntry(batch_norm_rule, batch_norm_grad_sample),
     nn.LayerNorm: RuleEntry(layer_norm_rule, layer_norm_grad_sample),
-    nn.GroupNorm: RuleEntry(group_norm_rule),
+    nn.GroupNorm: RuleEntry(group_norm_rule, group_norm_grad_sample),
     nn.Embedding: RuleEntry(embedding_rule, embedding_grad_sample),
     nn.LSTM: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
     nn.GRU: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
     nn.RNN: RuleEntry(None, call_grad_sample=rnn_call_grad_sample, output_rule=rnn_output_rule),
 }
 if hasattr(nn, "RMSNorm"):
-    _RULES[nn.RMSNorm] = RuleEntry(rms_norm_rule)
+    _RULES[nn.RMSNorm] = RuleEntry(rms_norm_rule, rms_norm_grad_sample)
 
 # Classes of other libraries, keyed by (module, class name) so that they need not be imported.
 _NAMED_RULES: dict[tuple[str, str], RuleEntry] = {

@@ -9,6 +9,7 @@ a slice at a time (see per_sample/_deferred), so memory stays bounded.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -50,3 +51,53 @@ def layer_norm_grad_sample(module: nn.LayerNorm, x: torch.Tensor, dy: torch.Tens
     if module.bias is not None:
         grads["bias"] = dy.sum(reduce_dims) if reduce_dims else dy
     return grads
+
+
+def conv_grad_sample(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per group, dY_i [out/G, L] times the unfolded input U_i [L, in/G * k], as the conv rule forms it."""
+    from .conv import _as_2d  # the conv rule's own padding and geometry, so both see the same unfold
+
+    n, groups = x.shape[0], module.groups
+    dy = dy.float().reshape(n, dy.shape[1], -1)
+    x2d, geometry = _as_2d(module, x.float())
+    length = dy.shape[2]
+    cols = F.unfold(x2d, **geometry).reshape(n * groups, -1, length).transpose(1, 2)
+    weight = torch.bmm(dy.reshape(n * groups, -1, length), cols).reshape(n, *module.weight.shape)
+    grads = {"weight": weight}
+    if module.bias is not None:
+        grads["bias"] = dy.sum(2)
+    return grads
+
+
+def _affine(weight, bias, xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
+    grads = {}
+    if weight is not None:
+        grads["weight"] = (dy * xhat).sum(reduce_dims) if reduce_dims else dy * xhat
+    if bias is not None:
+        grads["bias"] = dy.sum(reduce_dims) if reduce_dims else dy
+    return grads
+
+
+def batch_norm_grad_sample(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    if module.training or module.running_mean is None:
+        raise RuntimeError(f"per-sample importance needs BatchNorm in eval mode with running statistics ({module})")
+    shape = (1, -1) + (1,) * (x.dim() - 2)
+    x, dy = x.float(), dy.float()
+    xhat = (x - module.running_mean.float().view(shape)) * torch.rsqrt(module.running_var.float().view(shape) + module.eps)
+    return _affine(module.weight, module.bias, xhat, dy, tuple(range(2, x.dim())))
+
+
+def group_norm_grad_sample(module: nn.GroupNorm, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    x, dy = x.float(), dy.float()
+    grouped = x.reshape(x.shape[0], module.num_groups, -1)
+    var, mean = torch.var_mean(grouped, dim=2, unbiased=False, keepdim=True)
+    xhat = ((grouped - mean) * torch.rsqrt(var + module.eps)).reshape(x.shape)
+    return _affine(module.weight, module.bias, xhat, dy, tuple(range(2, x.dim())))
+
+
+def rms_norm_grad_sample(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+    x, dy = x.float(), dy.float()
+    norm_dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
+    xhat = x * torch.rsqrt(x.square().mean(norm_dims, keepdim=True) + eps)
+    return _affine(module.weight, None, xhat, dy, tuple(range(1, norm_dims[0])))
