@@ -53,13 +53,27 @@ def layer_norm_grad_sample(module: nn.LayerNorm, x: torch.Tensor, dy: torch.Tens
     return grads
 
 
-def conv_grad_sample(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per group, dY_i [out/G, L] times the unfolded input U_i [L, in/G * k], as the conv rule forms it."""
-    from .conv import _as_2d  # the conv rule's own padding and geometry, so both see the same unfold
+_PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
+
+def _unfoldable(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    """x padded as the module pads it, as 4-d (Conv1d gets height 1), and unfold's geometry."""
+    padding = tuple(module.padding) if not isinstance(module.padding, str) else None
+    if padding is None or module.padding_mode != "zeros":  # "same" or a non-zero mode: pad explicitly first
+        x = F.pad(x, module._reversed_padding_repeated_twice, mode=_PAD_MODES[module.padding_mode])
+        padding = (0,) * (x.dim() - 2)
+    geometry = {"kernel_size": module.kernel_size, "dilation": module.dilation, "padding": padding, "stride": module.stride}
+    if x.dim() == 3:
+        x = x.unsqueeze(2)
+        geometry = {k: ((0,) if k == "padding" else (1,)) + tuple(v) for k, v in geometry.items()}
+    return x, geometry
+
+
+def conv_grad_sample(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per group, dY_i [out/G, L] times the unfolded input U_i [L, in/G * k]."""
     n, groups = x.shape[0], module.groups
     dy = dy.float().reshape(n, dy.shape[1], -1)
-    x2d, geometry = _as_2d(module, x.float())
+    x2d, geometry = _unfoldable(module, x.float())
     length = dy.shape[2]
     cols = F.unfold(x2d, **geometry).reshape(n * groups, -1, length).transpose(1, 2)
     weight = torch.bmm(dy.reshape(n * groups, -1, length), cols).reshape(n, *module.weight.shape)
