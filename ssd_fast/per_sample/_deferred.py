@@ -31,10 +31,19 @@ class LayerCall:
     layer: Layer
     x: torch.Tensor
     dy: torch.Tensor | None = None
+    version: int = -1
+
+    def __post_init__(self) -> None:
+        self.version = self.x._version
 
     def per_sample_grads(self, s: slice, n: int) -> dict[str, torch.Tensor]:
         if self.dy is None:  # this call's output did not reach the loss
             return {}
+        if self.x._version != self.version:
+            raise RuntimeError(
+                f"the input of {self.layer.name} was modified in place after the layer ran; "
+                "per-sample importance needs it as it was"
+            )
         grads = self.layer.entry.grad_sample(self.layer.module, self.x[s], self.dy[s])
         return {full: grads[local] for local, full in self.layer.params.items() if local in grads}
 
