@@ -258,3 +258,18 @@ def test_other_heads_score_each_sample_as_the_model_does(head: str) -> None:
     got = ssd_fast.importance(model, batches, mode="per_sample", progress=False)
     assert_close(got, loop_oracle(model, batches), rtol=2e-5)
     assert_close(ssd_fast.importance(model, batches, progress=False), batch_oracle(model, batches), rtol=2e-5)
+
+
+def test_a_layer_without_rule_inside_gpt2_is_vmapped_alone() -> None:
+    """A PReLU (no rule) in GPT-2's MLP: vmap over it alone works where vmap over the model cannot."""
+    model = _model("gpt2")
+    torch.manual_seed(1)
+    model.transformer.h[0].mlp.act = torch.nn.PReLU(init=0.3)
+    batches = _batches("gpt2")
+    with pytest.warns(RuntimeWarning, match=r"transformer\.h\.0\.mlp\.act \(PReLU\).*alone"):
+        got = ssd_fast.importance(model, batches, mode="per_sample", progress=False)
+    assert_close(got, loop_oracle(model, batches), rtol=2e-5)
+    with pytest.warns(RuntimeWarning):
+        acc = PerSampleAccumulator(model, dict(model.named_parameters()))
+    acc.close()
+    assert [u.name for u in acc.plan.fallbacks] == ["transformer.h.0.mlp.act"]  # that module, not the model
