@@ -33,5 +33,8 @@ timeout 150 $PY benchmarks/kernel_bench.py --device cuda --repeats 50 --json "$O
 step "per-sample benchmark"
 timeout 90 $PY benchmarks/bench_per_sample.py --device cuda --json "$OUT/per_sample.json" 2>&1 | tail -20
 
+step "per-sample on transformers: GPT-2-small-sized (12x768) at sequence length 512"
+timeout 90 $PY benchmarks/bench_per_sample_hf.py --models gpt2 bert lstm --preset gpt2-small --seq 512 --batch 8 --repeats 5 --device cuda --json "$OUT/per_sample_hf.json" 2>&1 | tail -6
+
 step "done: tests exit $tests_rc"
 exit "$tests_rc"

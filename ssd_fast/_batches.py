@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._hf import logits_of, split_labels
+
 Unpack = Callable[[Any], tuple[Any, Any]]
 
 
@@ -22,6 +24,8 @@ def unpack_batch(batch: Any, unpack: Unpack | None, *, label_free: bool) -> tupl
         if not (isinstance(out, (tuple, list)) and len(out) == 2):
             raise TypeError(f"unpack must return (inputs, targets); it returned {type(out).__name__}")
         return out[0], out[1]
+    if isinstance(batch, Mapping):
+        return _unpack_mapping(batch, label_free=label_free)
     if isinstance(batch, torch.Tensor):
         if label_free:
             return batch, None
@@ -44,6 +48,19 @@ def unpack_batch(batch: Any, unpack: Unpack | None, *, label_free: bool) -> tupl
     )
 
 
+def _unpack_mapping(batch: Mapping, *, label_free: bool) -> tuple[Any, Any]:
+    """A dict of model keyword arguments (a transformers batch): labels apart, the rest as inputs."""
+    split = split_labels(batch)
+    if split is not None:
+        return split
+    if label_free:
+        return dict(batch), None
+    raise TypeError(
+        f"a dict batch with keys {sorted(batch)} holds no 'labels', so importance has no targets; "
+        "add labels, pass label_free=True, or pass unpack=lambda b: (inputs, targets)"
+    )
+
+
 def to_device(obj: Any, device: torch.device) -> Any:
     """Move tensors, possibly nested in tuples, lists and dicts, to `device`."""
     if isinstance(obj, torch.Tensor):
@@ -56,19 +73,18 @@ def to_device(obj: Any, device: torch.device) -> Any:
 
 
 def call_model(model: nn.Module, inputs: Any) -> torch.Tensor:
-    """model(x), model(*x) or model(**x), depending on how the inputs are packed."""
+    """model(x), model(*x) or model(**x), depending on how the inputs are packed: the outputs,
+    or the `.logits` of a ModelOutput."""
+    return logits_of(call_model_raw(model, inputs))
+
+
+def call_model_raw(model: nn.Module, inputs: Any, **extra: Any) -> Any:
+    """The model's own return value; `extra` keyword arguments (e.g. labels=) are added."""
     if isinstance(inputs, Mapping):
-        out = model(**inputs)
-    elif isinstance(inputs, (tuple, list)):
-        out = model(*inputs)
-    else:
-        out = model(inputs)
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(
-            f"the model returned {type(out).__name__}, not a tensor of outputs; wrap it so that "
-            "forward returns the logits"
-        )
-    return out
+        return model(**inputs, **extra)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs, **extra)
+    return model(inputs, **extra)
 
 
 def count_samples(inputs: Any) -> int:

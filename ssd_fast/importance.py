@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from . import _ops
-from ._batches import Unpack, call_model, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
-from ._loss import LossFn, batch_loss, check_loss_options
+from ._batches import Unpack, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
+from ._hf import task_of
+from ._loss import LossFn, check_loss_options, model_batch_loss
 from ._pairing import model_fingerprint
 from .importances import MODES, Importances
 from .per_sample import PerClass, PerSampleAccumulator, Weighted
@@ -54,6 +55,7 @@ class BatchGradientAccumulator:
         self.params = list(params.values())
         self.label_free = label_free
         self.loss_fn = loss_fn
+        self.task = task_of(model)
 
     def __call__(self, inputs: object, targets: object, sums: dict[str, torch.Tensor]) -> None:
         if isinstance(targets, (Weighted, PerClass)):
@@ -61,7 +63,7 @@ class BatchGradientAccumulator:
                 f"{type(targets).__name__} targets weight per-sample gradients, which batch mode does not form; "
                 "pass mode='per_sample'"
             )
-        loss = batch_loss(call_model(self.model, inputs), targets, label_free=self.label_free, loss_fn=self.loss_fn)
+        loss = model_batch_loss(self.model, inputs, targets, label_free=self.label_free, loss_fn=self.loss_fn, task=self.task)
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         used = [(sums[n], g) for n, g in zip(self.names, grads) if g is not None]
         if used:
@@ -108,7 +110,12 @@ def importance(
             statistics, dropout is off); each module's own mode is restored afterwards,
             and `.grad` fields are left as they were.
         data: a DataLoader or any iterable of batches. `(x, y)` batches work as they
-            are; anything else needs `unpack`.
+            are, and so do dict batches of keyword arguments with their targets under
+            `labels` (transformers' convention); anything else needs `unpack`. The model
+            may return a transformers ModelOutput: batch mode then uses the model's own
+            loss (`.loss`, given the labels), and per_sample mode scores each sample alone
+            the same way (a causal LM's token-mean cross-entropy of its shifted labels,
+            -100 ignored; a classifier's loss of its label); otherwise `.logits` is used.
         mode: "batch" (the published estimate, which depends on the batch size) or
             "per_sample" (the empirical Fisher (1/N) sum_i (grad loss_i)^2, the same up to
             float rounding for any batch size and data order; see ssd_fast.per_sample).

@@ -8,11 +8,13 @@ Nothing here is validated beyond what the arithmetic needs; `ssd_fast.dampen` va
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
 import torch
 from torch import nn
 
-from ._batches import Unpack, call_model, eval_mode, model_device, to_device, unpack_batch
-from ._loss import LossFn, batch_loss
+from ._batches import Unpack, eval_mode, model_device, to_device, unpack_batch
+from ._hf import task_of
+from ._loss import LossFn, model_batch_loss
 
 
 def importance(
@@ -38,7 +40,7 @@ def importance(
             inputs, targets = unpack_batch(batch, unpack, label_free=label_free)
             inputs, targets = to_device(inputs, device), to_device(targets, device)
             model.zero_grad(set_to_none=True)
-            loss = batch_loss(call_model(model, inputs), targets, label_free=label_free, loss_fn=loss_fn)
+            loss = model_batch_loss(model, inputs, targets, label_free=label_free, loss_fn=loss_fn, task=task_of(model))
             loss.backward()
             for name, p in params.items():
                 if p.grad is not None:

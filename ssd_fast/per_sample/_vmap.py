@@ -1,86 +1,120 @@
-"""The vmap path: torch.func vmap(grad) over the whole model, for a few parameters only.
+"""The fallback, confined to one module: torch.func vmap over that module alone.
 
-Parameters that no rule covers get their per-sample gradients the general way: the
-model is re-run per sample under vmap, differentiating only those parameters, a chunk
-of samples at a time. The chunk is sized so that [chunk x vmap params] stays within
-the budget, so memory still does not scale with batch x total params. It costs one more
-forward and backward per batch, which is why the engine warns, naming the modules.
+A module with no rule (or a parameter used where no rule can see it) is a unit. Its
+forward hook keeps the call's inputs and taps its outputs; after the backward pass the
+unit's per-sample gradients are vjp(module forward, per sample) applied to the output
+gradients it received, vmapped over a chunk of samples. Only that module runs under
+vmap, on its own inputs, so data-dependent code elsewhere in the model (transformers'
+mask construction, say) never meets vmap.
+
+Each tensor's batch dim is found by size: dim 0 when it holds the batch, else the first
+dim that does (time-major RNNs), else none (a shared tensor, captured as it is). An
+output that does not hold the batch but leads with 1 (it was broadcast, like a position
+embedding) is expanded to the batch so that its gradient arrives per sample.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .._batches import call_model
-from ._chunks import add_power_sum_, chunk_size, sample_chunks
-from ._targets import Seed
-
-LossesFn = Callable[[torch.Tensor, Any], torch.Tensor]
+from ._plan import Unit, describe
 
 
-class ModelCall(nn.Module):
-    """model called the way importance() calls it, so functional_call can swap its tensors."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs: Any) -> torch.Tensor:
-        return call_model(self.model, inputs)
+def batch_dim(t: Any, n: int) -> int | None:
+    if not isinstance(t, torch.Tensor) or t.dim() == 0:
+        return None
+    if t.shape[0] == n:
+        return 0
+    return next((d for d, size in enumerate(t.shape) if size == n), None)
 
 
-def _batched(t: Any, n: int) -> bool:
-    return isinstance(t, torch.Tensor) and t.dim() >= 1 and t.shape[0] == n
+@dataclass(eq=False)
+class UnitCall:
+    """One forward call of a unit: its inputs, and the gradients its outputs received."""
+
+    unit: Unit
+    args: tuple
+    kwargs: dict
+    out_dims: dict[int, int]  # leaf index -> batch dim, for the tapped outputs
+    grads: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def per_sample_grads(self, s: slice, n: int) -> dict[str, torch.Tensor]:
+        if self.unit.call_rule is not None:
+            grads = self.unit.call_rule(self.unit.module, self.args, self.kwargs, self.grads, s)
+            return {full: grads[local] for local, full in self.unit.params.items() if local in grads}
+        try:
+            return _unit_grads(self, s, n)
+        except Exception as e:
+            cls = type(self.unit.module).__name__
+            raise RuntimeError(
+                f"per-sample importance: no exact rule for {describe(self.unit.name, self.unit.module)}, and "
+                f"torch.func.vmap over that module alone failed ({type(e).__name__}: {e}). Give {cls} an exact rule "
+                f"with ssd_fast.per_sample.register_rule({cls}, rule), or freeze its parameters (requires_grad=False)"
+            ) from e
 
 
-def vmap_accumulate_(
-    caller: ModelCall,
-    params: dict[str, nn.Parameter],
-    inputs: Any,
-    seeds: list[Seed],
-    losses_fn: LossesFn,
-    sums: dict[str, torch.Tensor],
-    *,
-    n: int,
-    absolute: bool,
-    budget: int,
-) -> None:
-    """Add the batch's sum of squared per-sample gradients of `params` into `sums`."""
-    detached = {f"model.{name}": p.detach() for name, p in params.items()}
-    size = chunk_size(sum(p.numel() for p in params.values()), n, budget=budget)
-    device = next(iter(detached.values())).device
-    for seed in seeds:
-        scale = seed.scale if seed.scale is not None else torch.ones(n, device=device)
-        fn, batched = _per_sample_grad(caller, (inputs, seed.targets), losses_fn, n)
-        for s in sample_chunks(n, size):
-            grads = fn(detached, [leaf[s] for leaf in batched], scale[s])
-            for key, g in grads.items():
-                add_power_sum_(sums[key[len("model."):]], g, absolute=absolute)
+def _slice(t: torch.Tensor, dim: int, s: slice) -> torch.Tensor:
+    return t.narrow(dim, s.start, s.stop - s.start)
 
 
-def _per_sample_grad(caller: ModelCall, data: Any, losses_fn: LossesFn, n: int):
-    """vmap(grad(loss of one sample)) over the leaves of (inputs, targets) whose leading dim is n.
+def _unit_grads(call: UnitCall, s: slice, n: int) -> dict[str, torch.Tensor]:
+    unit = call.unit
+    params = {path: p.detach() for path, p in unit.module.named_parameters(remove_duplicate=False) if path in unit.params}
+    in_leaves, in_spec = tree_flatten((call.args, call.kwargs))
+    in_leaves = [leaf.detach() if isinstance(leaf, torch.Tensor) else leaf for leaf in in_leaves]
+    in_dims = [batch_dim(leaf, n) for leaf in in_leaves]
+    tapped = sorted(call.out_dims)
+    grads = [call.grads.get(i) for i in tapped]
+    grad_dims = [call.out_dims[i] if g is not None else None for i, g in zip(tapped, grads)]
 
-    Returns the function and the batched leaves; the other leaves (a shared mask, a
-    Python flag) are captured as they are.
+    def one(p: dict, batched_in: list, batched_grads: list) -> dict:
+        rows, full = iter(batched_in), []
+        for leaf, d in zip(in_leaves, in_dims):
+            full.append(next(rows).unsqueeze(d) if d is not None else leaf)
+        args, kwargs = tree_unflatten(full, in_spec)
+
+        def forward(q: dict) -> tuple:
+            leaves = tree_flatten(functional_call(unit.module, q, args, kwargs))[0]
+            return tuple(leaves[i] for i in tapped)
+
+        outs, pullback = vjp(forward, p)
+        cotangents, row = [], iter(batched_grads)
+        for out, g, d in zip(outs, grads, grad_dims):
+            cotangents.append(torch.zeros_like(out) if g is None else next(row).unsqueeze(d).to(out.dtype))
+        return pullback(tuple(cotangents))[0]
+
+    batched_in = [_slice(leaf, d, s) for leaf, d in zip(in_leaves, in_dims) if d is not None]
+    batched_grads = [_slice(g, d, s) for g, d in zip(grads, grad_dims) if g is not None]
+    vmapped = vmap(one, in_dims=(None, [d for d in in_dims if d is not None], [d for d in grad_dims if d is not None]))
+    out = vmapped(params, batched_in, batched_grads)
+    return {unit.params[path]: g.float() for path, g in out.items()}
+
+
+def record_call(unit: Unit, args: tuple, kwargs: dict, output: Any, n: int, tap_fn) -> tuple[UnitCall, Any]:
+    """The call's record, and its output with every differentiable tensor tapped.
+
+    `tap_fn(tensor, callback)` taps one tensor. Raises when no input holds the batch and
+    no output can be expanded to it: per-sample gradients are then not defined here.
     """
-    leaves, spec = tree_flatten(data)
-    is_batched = [_batched(leaf, n) for leaf in leaves]
+    leaves, spec = tree_flatten(output)
+    call = UnitCall(unit, args, kwargs, {})
+    for i, leaf in enumerate(leaves):
+        if not (isinstance(leaf, torch.Tensor) and leaf.requires_grad and leaf.is_floating_point()):
+            continue
+        d = batch_dim(leaf, n)
+        if d is None and leaf.dim() >= 1 and leaf.shape[0] == 1:
+            leaf, d = leaf.expand(n, *leaf.shape[1:]), 0
+        if d is None:
+            raise RuntimeError(
+                f"per-sample importance: an output of {describe(unit.name, unit.module)} of shape {list(leaf.shape)} "
+                f"has no dim holding the batch of {n}, so its per-sample gradients are not defined; give "
+                f"{type(unit.module).__name__} a rule with ssd_fast.per_sample.register_rule"
+            )
+        call.out_dims[i] = d
+        leaves[i] = tap_fn(leaf, lambda g, i=i: call.grads.__setitem__(i, g))
+    return call, tree_unflatten(leaves, spec)
 
-    def sample_loss(p: dict[str, torch.Tensor], batched: list[torch.Tensor], s: torch.Tensor) -> torch.Tensor:
-        # Inside vmap each batched leaf has lost its batch dim; restore a batch of one.
-        rows = iter(batched)
-        full = [next(rows).unsqueeze(0) if b else leaf for leaf, b in zip(leaves, is_batched)]
-        x, y = tree_unflatten(full, spec)
-        return losses_fn(caller_call(caller, p, x), y)[0] * s
-
-    return vmap(grad(sample_loss), in_dims=(None, 0, 0)), [leaf for leaf, b in zip(leaves, is_batched) if b]
-
-
-def caller_call(caller: ModelCall, p: dict[str, torch.Tensor], x: Any) -> torch.Tensor:
-    return functional_call(caller, p, (x,), strict=False)

@@ -8,7 +8,16 @@ import torch
 
 import ssd_fast
 
-from .support import TinyTransformer, assert_close, loop_oracle, per_sample, tiny_cnn, tiny_conv1d, tiny_mlp, vmap_oracle
+from .support import (
+    TinyTransformer,
+    assert_close,
+    loop_oracle,
+    per_sample,
+    tiny_cnn,
+    tiny_conv1d,
+    tiny_mlp,
+    vmap_oracle,
+)
 
 
 def _data(name: str, n: int = 16):

@@ -1,5 +1,11 @@
-"""The vmap fallback: modules without a rule, and uses that a rule cannot cover exactly."""
+"""The fallback confined to one module: modules without a rule, and uses a rule cannot see.
+
+Shared weights that rules can see (a layer called twice, a weight tied between two
+layers) need no fallback: their per-sample gradients are summed over the uses first.
+"""
 from __future__ import annotations
+
+import warnings
 
 import pytest
 import torch
@@ -82,7 +88,6 @@ CASES = {
     "custom_module": (lambda: nn.Sequential(nn.Linear(4, 4), Scale(4), nn.Tanh(), nn.Linear(4, 3)), lambda n: torch.randn(n, 4), "1 (Scale)"),
     "multihead_attention": (Attention, lambda n: torch.randn(n, 3, 4), "attn"),
     "tied_weights": (Tied, lambda n: torch.randint(0, 5, (n, 3)), "embed"),
-    "layer_called_twice": (Twice, lambda n: torch.randn(n, 4), "step"),
     "time_major_linear": (TimeMajor, lambda n: torch.randn(n, 3, 4), "proj"),
     "row_vector_parameter": (RowVector, lambda n: torch.randn(n, 4), "<model>"),
 }
@@ -109,3 +114,37 @@ def test_fallback_warns_once_per_module() -> None:
     with pytest.warns(RuntimeWarning) as record:
         per_sample(model, x, y, batch_size=3)
     assert sum("Scale" in str(w.message) for w in record) == 1
+
+
+class TiedLayers(nn.Module):
+    """An Embedding and a Linear holding one Parameter, as transformers ties lm_head to wte."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(6, 4, padding_idx=1)
+        self.mix = nn.Linear(4, 4)
+        self.out = nn.Linear(4, 6)
+        self.out.weight = self.embed.weight
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.tanh(self.mix(self.embed(idx))).mean(1))
+
+
+EXACT = {
+    "layer_called_twice": (Twice, lambda n: torch.randn(n, 4), 3),
+    "tied_embedding_and_linear": (TiedLayers, lambda n: torch.randint(0, 6, (n, 3)), 6),
+}
+
+
+@pytest.mark.parametrize("label_free", [False, True], ids=["squared", "label_free"])
+@pytest.mark.parametrize("name", list(EXACT))
+def test_shared_weights_sum_their_uses_without_fallback(name: str, label_free: bool) -> None:
+    make, inputs, classes = EXACT[name]
+    torch.manual_seed(0)
+    model = make()
+    x = inputs(10)
+    y = None if label_free else torch.randint(0, classes, (10,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # exact rules: no module goes to vmap
+        got = per_sample(model, x, y, batch_size=4, label_free=label_free)
+    assert_close(got, loop_oracle(model, x, y, label_free=label_free))
