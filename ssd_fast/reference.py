@@ -8,6 +8,7 @@ Nothing here is validated beyond what the arithmetic needs; `ssd_fast.dampen` va
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
 import torch
 from torch import nn
 
