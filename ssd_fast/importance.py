@@ -15,11 +15,11 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from . import _ops
+from . import _checks, _ops
 from ._batches import Unpack, call_model, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
 from ._loss import LossFn, batch_loss, check_loss_options
 from ._pairing import model_fingerprint
-from .importances import MODES, Importances
+from .importances import MODES, Importances, register_compute
 from .per_sample import PerClass, PerSampleAccumulator, Weighted
 
 
@@ -75,19 +75,14 @@ def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Paramete
 
 
 def _check_arguments(model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.module(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(label_free, bool):
-        raise TypeError(f"label_free must be a bool, got {label_free!r}")
+    _checks.flag(label_free, "label_free")
     check_loss_options(label_free, loss_fn)
     if unpack is not None and not callable(unpack):
         raise TypeError(f"unpack must be callable, got {type(unpack).__name__}")
-    if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str, bytes)):
-        raise TypeError(
-            f"data must be a DataLoader or another iterable of batches, got {type(data).__name__}"
-        )
+    _checks.batches(data, "data")
 
 
 def importance(
@@ -171,3 +166,6 @@ def importance(
         batch_size=batch_size,
         fingerprint=model_fingerprint(model),
     )
+
+
+register_compute(importance)  # for Importances.update, without an import cycle
