@@ -12,7 +12,7 @@ image of the class. For each class, tune scores its trials on the validation sli
 to judge: forget accuracy = test accuracy on the class, retain accuracy = test accuracy
 on the other nine. "ok" means forget <= 5% and retain at most 2 points below the
 original model's. `--holdout 0` trains on all 60k and scores tune on trained-on images
-instead, which misleads it (see ssd_fast/data/validation.py). Times are on whatever
+instead, which misleads it (see ssd_fast/eval/data/validation.py). Times are on whatever
 machine runs it (print shows it).
 """
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`ssd_fast.tune`: choose alpha (and lambda) for one deletion request automatically.
 
 SSD's weak point is alpha: on Fashion-MNIST the right value ranges from 3 to 100 per
-class (ANCHORS.md). Dampening costs microseconds to milliseconds, so a search is cheap
-once the two importances exist: compute them once, then for each trial restore the
-parameters from one saved copy, dampen, and score on small evaluation subsets taken
+class (measured with benchmarks/tune_fashion_mnist.py). Dampening costs microseconds to
+milliseconds, so a search is cheap once the two importances exist: prepare one
+`Dampener` (validated and paired once, with a snapshot), then for each trial restore,
+apply, and score on small evaluation subsets taken
 from the training data. The test set is never needed.
 
     result = ssd_fast.tune(model, forget_imp, full_imp, forget_eval=forget_sub, retain_eval=retain_sub)
