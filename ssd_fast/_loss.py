@@ -19,6 +19,22 @@ def label_free_loss(outputs: torch.Tensor) -> torch.Tensor:
     return outputs.flatten(1).float().pow(2).sum(dim=1).mean()
 
 
+def check_class_targets(outputs: Any, targets: Any) -> None:
+    """A clear message for labels shaped [B, 1], which cross-entropy refuses with a terse one."""
+    if (
+        isinstance(targets, torch.Tensor)
+        and isinstance(outputs, torch.Tensor)
+        and targets.dim() == 2
+        and targets.shape[1] == 1
+        and outputs.dim() == 2
+        and not targets.is_floating_point()
+    ):
+        raise ValueError(
+            f"targets have shape {list(targets.shape)}, but cross-entropy takes class indices of shape "
+            f"[{targets.shape[0]}]; squeeze them in the dataset or pass unpack=lambda b: (b[0], b[1].squeeze(1))"
+        )
+
+
 def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn: LossFn | None) -> torch.Tensor:
     if label_free:
         return label_free_loss(outputs)
@@ -27,6 +43,7 @@ def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn
         if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
             raise TypeError("loss_fn must return a scalar tensor (the mean loss of the batch)")
         return loss
+    check_class_targets(outputs, targets)
     return F.cross_entropy(outputs, targets)
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from . import _checks, _ops, reference
+from ._checkpoint import check_probes
 from ._pairing import pair_with_model
 from .auto_alpha import resolve_auto_alpha
 from .importance import importance
@@ -59,7 +60,10 @@ def _as_importances(model: nn.Module, source: ImportanceSource, what: str) -> Im
     if isinstance(source, Importances):
         return source
     if isinstance(source, Mapping):
-        return Importances(source)
+        try:
+            return Importances(source)
+        except (TypeError, ValueError) as e:  # say which of the two it was
+            raise type(e)(f"{what} {e}") from None
     if not _checks.is_batches(source):
         raise TypeError(
             f"{what} must be Importances, a dict of tensors, or data to compute them from; "
@@ -78,6 +82,17 @@ def _check_compatible(forget: Importances, full: Importances) -> None:
         raise ValueError(
             f"forget importances are {forget.mode!r} mode but full importances are {full.mode!r}; "
             "their scales differ, so compute both in the same mode"
+        )
+
+
+def _check_not_swapped(forget: Importances, full: Importances) -> None:
+    """Df is part of D, so a forget set larger than the full set means the two were swapped."""
+    if forget.n_samples is not None and full.n_samples is not None and forget.n_samples > full.n_samples:
+        raise ValueError(
+            f"the forget importances come from {forget.n_samples} samples but the full ones from only "
+            f"{full.n_samples}; the forget set is part of the full training set, so forget and full look "
+            "swapped: call with (model, forget, full). If the full importances really come from a subsample "
+            "smaller than the forget set, build them with n_samples=None to skip this check"
         )
 
 
@@ -330,7 +345,9 @@ def prepare(
     full_imp = _as_importances(model, full, "full")
     if isinstance(forget, Importances) and isinstance(full, Importances):
         _check_compatible(forget_imp, full_imp)
+    _check_not_swapped(forget_imp, full_imp)
     pairs = _pairs(model, forget_imp, full_imp)
+    check_probes(dict(model.named_parameters()), {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
     backends = _choose_backends([p.device.type for _, p, _, _ in pairs], backend)
     dampener = Dampener(
         names=tuple(name for name, _, _, _ in pairs),

@@ -62,6 +62,17 @@ def _check_values(tensors: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"importance {name!r} contains negative values; a Fisher diagonal is >= 0")
 
 
+def _check_probe(probe: Any) -> dict[str, list[float]] | None:
+    if probe is None:
+        return None
+    if not isinstance(probe, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (list, tuple)) and all(_checks.is_number(x) for x in v)
+        for k, v in probe.items()
+    ):
+        raise TypeError("checkpoint_probe must map parameter names to lists of numbers, or be None")
+    return {k: [float(x) for x in v] for k, v in probe.items()}
+
+
 def _sum_or_none(values: Iterator[int | None]) -> int | None:
     values = list(values)
     return None if any(v is None for v in values) else sum(values)
@@ -106,7 +117,16 @@ class Importances(Mapping[str, torch.Tensor]):
     Values are fp32 and must not be modified in place.
     """
 
-    __slots__ = ("_tensors", "mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")
+    __slots__ = (
+        "_tensors",
+        "mode",
+        "label_free",
+        "n_samples",
+        "n_batches",
+        "batch_size",
+        "fingerprint",
+        "checkpoint_probe",
+    )
 
     def __init__(
         self,
@@ -118,6 +138,7 @@ class Importances(Mapping[str, torch.Tensor]):
         n_batches: int | None = None,
         batch_size: int | None = None,
         fingerprint: str | None = None,
+        checkpoint_probe: Mapping[str, list[float]] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -131,6 +152,8 @@ class Importances(Mapping[str, torch.Tensor]):
         self.n_batches = _checks.count(n_batches, "n_batches")
         self.batch_size = _checks.count(batch_size, "batch_size")
         self.fingerprint = fingerprint
+        # A few parameter values of the checkpoint these were computed on (see _checkpoint.py).
+        self.checkpoint_probe = _check_probe(checkpoint_probe)
 
     # Mapping protocol: read-only by construction.
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -143,11 +166,13 @@ class Importances(Mapping[str, torch.Tensor]):
         return len(self._tensors)
 
     def metadata(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")}
+        keys = ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint", "checkpoint_probe")
+        return {k: getattr(self, k) for k in keys}
 
     def __repr__(self) -> str:
         numel = sum(t.numel() for t in self._tensors.values())
-        meta = ", ".join(f"{k}={v!r}" for k, v in self.metadata().items() if v is not None)
+        shown = {k: v for k, v in self.metadata().items() if v is not None and k != "checkpoint_probe"}
+        meta = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Importances({len(self)} tensors, {numel:,} values, {meta})"
 
     def to(self, device: torch.device | str) -> Importances:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._loss import LossFn
+from .._loss import LossFn, check_class_targets
 
 
 def per_sample_losses(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn: LossFn | None) -> torch.Tensor:
@@ -32,4 +32,5 @@ def per_sample_losses(outputs: torch.Tensor, targets: Any, *, label_free: bool, 
         return losses
     if not isinstance(targets, torch.Tensor):
         raise TypeError(f"cross-entropy needs tensor targets, got {type(targets).__name__}")
+    check_class_targets(outputs, targets)
     return F.cross_entropy(outputs, targets, reduction="none").reshape(n, -1).mean(1)
