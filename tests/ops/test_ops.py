@@ -54,17 +54,23 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a[~nan].view(-1).view(torch.uint8), b[~nan].view(-1).view(torch.uint8))
 
 
+def assert_kernel_is_reference(params, forget, full, alpha, lam) -> list[int]:
+    """Runs select_dampen_ in place and checks counts and bits against the reference; returns the counts."""
+    expected, counts = reference_result(params, forget, full, alpha, lam)
+    selected = torch.zeros(len(params), dtype=torch.int64, device=params[0].device)
+    _ops.select_dampen_(params, forget, full, alpha, lam, selected)
+    assert selected.tolist() == counts
+    for got, want in zip(params, expected):
+        assert same_bits(got, want)
+    return counts
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha,lam", [(10.0, 1.0), (2.0, 0.1), (0.5, 0.0), (1.0, 5.0)])
 def test_select_dampen_matches_reference(device, dtype, alpha, lam):
     params, forget, full = make_case(SIZES, dtype, device)
-    expected, counts = reference_result(params, forget, full, alpha, lam)
-    selected = torch.zeros(len(params), dtype=torch.int64, device=device)
-    _ops.select_dampen_(params, forget, full, alpha, lam, selected)
-    assert selected.tolist() == counts
-    for got, want in zip(params, expected):
-        assert same_bits(got, want)
+    counts = assert_kernel_is_reference(params, forget, full, alpha, lam)
     assert sum(counts) > 0  # the case must actually select something
 
 

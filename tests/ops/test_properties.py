@@ -18,7 +18,7 @@ import torch
 from ssd_fast import _ops
 
 from ..conftest import DEVICES
-from .test_ops import reference_result, same_bits
+from .test_ops import assert_kernel_is_reference, same_bits
 
 hypothesis = pytest.importorskip("hypothesis")
 st = hypothesis.strategies
@@ -70,12 +70,7 @@ def test_select_dampen_is_the_reference(device, case):
     params = _tensors(sizes, p_vals, dtype, device)
     forget = _tensors(sizes, f_vals, torch.float32, device)
     full = _tensors(sizes, d_vals, torch.float32, device)
-    expected, counts = reference_result(params, forget, full, alpha, lam)
-    selected = torch.zeros(len(params), dtype=torch.int64, device=device)
-    _ops.select_dampen_(params, forget, full, alpha, lam, selected)
-    assert selected.tolist() == counts
-    for got, want in zip(params, expected):
-        assert same_bits(got, want)
+    assert_kernel_is_reference(params, forget, full, alpha, lam)
 
 
 @st.composite
