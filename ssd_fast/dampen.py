@@ -229,7 +229,7 @@ class Dampener:
         """
         root = self._root
         if alpha_min is not None:
-            alpha_min = check_hyper(alpha_min, 1.0)[0]
+            alpha_min = _checks.finite_number(alpha_min, "alpha_min")
         params = []
         for g in root._groups:
             for p, f, d in g.params_forget_full():

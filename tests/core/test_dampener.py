@@ -85,6 +85,8 @@ def test_snapshot_costs_one_copy_of_the_dampened_parameters(setup):
     assert dampener.snapshot_bytes == sum(p.numel() * p.element_size() for p in model.parameters())
     dampener.take_snapshot(alpha_min=1e30)  # no alpha that large selects anything where d > 0
     assert dampener.snapshot_bytes < sum(p.numel() * p.element_size() for p in model.parameters())
+    with pytest.raises(TypeError, match="alpha_min must be a number"):
+        dampener.take_snapshot(alpha_min="auto")
 
 
 def test_only_from_dampens_later_parameters_and_reports_every_name(setup):
