@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 import ssd_fast
+from ssd_fast._checkpoint import take_probe
 from ssd_fast.eval.models import cifar_resnet18
 
 try:
@@ -104,8 +105,9 @@ def bench_api(model: str, w, device: str, repeats: int) -> dict[str, float]:
     the report would not)."""
     module = _module_over(model, w)
     names = [n for n, _ in module.named_parameters()]
-    forget = ssd_fast.Importances(dict(zip(names, w.forget)))
-    full = ssd_fast.Importances(dict(zip(names, w.full)))
+    probe = take_probe(module)  # as importance() records it, so dampen() pays for the checkpoint check
+    forget = ssd_fast.Importances(dict(zip(names, w.forget)), checkpoint_probe=probe)
+    full = ssd_fast.Importances(dict(zip(names, w.full)), checkpoint_probe=probe)
     dampener = ssd_fast.prepare(module, forget, full)
     return {
         "Dampener.apply": time_median(partial(dampener.apply, ALPHA, LAM), w.restore, device, repeats),
