@@ -24,8 +24,11 @@ PROBE_VALUES = 8
 _SLACK = 1e-2  # relative: bf16 rounds by at most 2**-8
 
 
-def _positions(numel: int) -> list[int]:
-    return sorted({j * (numel - 1) // (PROBE_VALUES - 1) for j in range(PROBE_VALUES)})
+def _probe_view(p: torch.Tensor) -> torch.Tensor:
+    """Up to PROBE_VALUES elements spread over `p`, as a strided view (no index tensor)."""
+    flat = p.detach().reshape(-1)
+    step = max(1, (flat.numel() - 1) // (PROBE_VALUES - 1))
+    return flat[::step][:PROBE_VALUES]
 
 
 def _probed(params: dict[str, nn.Parameter]) -> list[str]:
@@ -35,16 +38,16 @@ def _probed(params: dict[str, nn.Parameter]) -> list[str]:
 
 @torch.no_grad()
 def _read(params: dict[str, nn.Parameter], names: list[str]) -> dict[str, list[float]]:
-    """The probed values of `names`, with one read per device."""
-    picked = {n: params[n].detach().reshape(-1)[_positions(params[n].numel())].double() for n in names}
+    """The probed values of `names`, with one copy and one read per device."""
+    views = {n: _probe_view(params[n]).float() for n in names}
     by_device: dict[torch.device, list[str]] = {}
-    for n, t in picked.items():
+    for n, t in views.items():
         by_device.setdefault(t.device, []).append(n)
     out: dict[str, list[float]] = {}
     for group in by_device.values():
-        values = torch.cat([picked[n] for n in group]).tolist()
+        values = torch.cat([views[n] for n in group]).tolist()
         for n in group:
-            k = len(_positions(params[n].numel()))
+            k = views[n].numel()
             out[n], values = values[:k], values[k:]
     return out
 

@@ -286,8 +286,7 @@ class Dampener:
         return tuple(LayerSelection(n, c, k) for n, c, k in zip(self._names, counts, self._numels))
 
 
-def _pairs(model: nn.Module, forget: Importances, full: Importances):
-    params = dict(model.named_parameters())
+def _pairs(params: dict[str, nn.Parameter], forget: Importances, full: Importances):
     f_pairs = pair_with_model(params, forget, "forget", check_device=True)
     d_pairs = pair_with_model(params, full, "full", check_device=True)
     return [(name, p, f, d) for (name, p, f), (_, _, d) in zip(f_pairs, d_pairs)]
@@ -346,8 +345,9 @@ def prepare(
     if isinstance(forget, Importances) and isinstance(full, Importances):
         _check_compatible(forget_imp, full_imp)
     _check_not_swapped(forget_imp, full_imp)
-    pairs = _pairs(model, forget_imp, full_imp)
-    check_probes(dict(model.named_parameters()), {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
+    params = dict(model.named_parameters())  # one walk of the module tree
+    pairs = _pairs(params, forget_imp, full_imp)
+    check_probes(params, {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
     backends = _choose_backends([p.device.type for _, p, _, _ in pairs], backend)
     dampener = Dampener(
         names=tuple(name for name, _, _, _ in pairs),

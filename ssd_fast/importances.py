@@ -159,6 +159,9 @@ class Importances(Mapping[str, torch.Tensor]):
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._tensors[name]
 
+    def __contains__(self, name: object) -> bool:  # a dict lookup, not Mapping's try/except
+        return name in self._tensors
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
 
