@@ -24,6 +24,7 @@ fi
 $PY -c 'from ssd_fast import _ops; assert _ops.has_kernel("cuda"), _ops.LOAD_ERROR; print("CUDA kernels loaded")'
 
 step "raw-op errors, one process per case (each must raise RuntimeError, not crash)"
+{ c++ --version | head -1; $PY benchmarks/raw_op_errors.py --diagnose; } 2>&1 | tee "$OUT/raw_op_errors.txt"
 for device in cpu cuda; do
   for case in short_forget float64_importance accumulate_lengths negative_alpha selected_size; do
     out=$($PY benchmarks/raw_op_errors.py "$case" "$device" 2>&1); rc=$?

@@ -5,6 +5,7 @@ checks whose message carried a number once killed the process instead of raising
 crash must not take the other cases with it.
 
     python benchmarks/raw_op_errors.py short_forget cuda
+    python benchmarks/raw_op_errors.py --diagnose    # the C++ runtime libraries in the process
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ CASES = {
 }
 
 
+def diagnose() -> None:
+    """What the process runs on: the libraries a std::string or iostream could come from."""
+    print("torch", torch.__version__, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)
+    with open("/proc/self/maps") as maps:
+        libs = sorted({line.split()[-1] for line in maps if "libstdc++" in line or "libgcc_s" in line or "libgomp" in line})
+    print("mapped:", *libs, sep="\n  ")
+
+
 def main(case: str, device: str) -> int:
     params, forget, full = [torch.ones(4, device=device)], [torch.ones(4, device=device)], [torch.ones(4, device=device)]
     selected = torch.zeros(1, dtype=torch.int64, device=device)
@@ -37,4 +46,7 @@ def main(case: str, device: str) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--diagnose":
+        diagnose()
+        sys.exit(0)
     sys.exit(main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else "cpu"))
