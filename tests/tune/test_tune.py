@@ -91,6 +91,22 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
     assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(result.trials)
 
 
+def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    prepared = []
+    real_prepare = tune_module.prepare
+
+    def counting_prepare(*args, **kwargs):
+        prepared.append(kwargs)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "prepare", counting_prepare)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[1, 10, 100], lams=(1.0,), refine_steps=1)
+    assert len(prepared) == 1 and len(result.trials) >= 3
+
+
 def test_bisection_adds_trials_between_grid_points(trained) -> None:
     model = _copy(trained)
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
