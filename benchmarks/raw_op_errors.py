@@ -29,12 +29,18 @@ def diagnose() -> None:
     """What the process runs on: the libraries a std::string or iostream could come from."""
     print("torch", torch.__version__, "cxx11 abi", torch._C._GLIBCXX_USE_CXX11_ABI)
     with open("/proc/self/maps") as maps:
-        libs = sorted({line.split()[-1] for line in maps if "libstdc++" in line or "libgcc_s" in line or "libgomp" in line})
+        libs = sorted(
+            {line.split()[-1] for line in maps if "libstdc++" in line or "libgcc_s" in line or "libgomp" in line}
+        )
     print("mapped:", *libs, sep="\n  ")
 
 
 def main(case: str, device: str) -> int:
-    params, forget, full = [torch.ones(4, device=device)], [torch.ones(4, device=device)], [torch.ones(4, device=device)]
+    params, forget, full = (
+        [torch.ones(4, device=device)],
+        [torch.ones(4, device=device)],
+        [torch.ones(4, device=device)],
+    )
     selected = torch.zeros(1, dtype=torch.int64, device=device)
     try:
         CASES[case](params, forget, full, selected)

@@ -66,8 +66,7 @@ def _as_importances(model: nn.Module, source: ImportanceSource, what: str) -> Im
             raise type(e)(f"{what} {e}") from None
     if not _checks.is_batches(source):
         raise TypeError(
-            f"{what} must be Importances, a dict of tensors, or data to compute them from; "
-            f"got {type(source).__name__}"
+            f"{what} must be Importances, a dict of tensors, or data to compute them from; got {type(source).__name__}"
         )
     return importance(model, source)
 
@@ -261,7 +260,9 @@ class Dampener:
         """Put every parameter this Dampener may change back to its value at `prepare`, bit for bit."""
         snapshot = self._root._snapshot
         if snapshot is None:
-            raise RuntimeError("this Dampener was prepared without a snapshot; use ssd_fast.prepare(..., snapshot=True)")
+            raise RuntimeError(
+                "this Dampener was prepared without a snapshot; use ssd_fast.prepare(..., snapshot=True)"
+            )
         snapshot.restore()
 
     def only_from(self, first: str) -> Dampener:

@@ -84,7 +84,9 @@ class DampenReport:
         return {layer.name: layer.selected for layer in self.layers}
 
     def __repr__(self) -> str:
-        return f"DampenReport(alpha={self.alpha!r}, lam={self.lam!r}, backend={self.backend!r}, seconds={self.seconds!r})"
+        return (
+            f"DampenReport(alpha={self.alpha!r}, lam={self.lam!r}, backend={self.backend!r}, seconds={self.seconds!r})"
+        )
 
     def __str__(self) -> str:
         width = max([len(layer.name) for layer in self.layers] + [9])
