@@ -293,15 +293,19 @@ def _pairs(params: dict[str, nn.Parameter], forget: Importances, full: Importanc
     return [(name, p, f, d) for (name, p, f), (_, _, d) in zip(f_pairs, d_pairs)]
 
 
-def _groups(pairs, backends: dict[str, str]) -> tuple[_Group, ...]:
+def _groups(pairs, devices: list[torch.device], backends: dict[str, str]) -> tuple[_Group, ...]:
+    """The pairs split by device (`devices[i]` is pair i's), each as the kernel takes them."""
+    by_device: dict[torch.device, list[int]] = {}
+    for i, device in enumerate(devices):
+        by_device.setdefault(device, []).append(i)
     groups = []
-    for device in sorted({p.device for _, p, _, _ in pairs}, key=str):
-        picks = [(i, p, f, d) for i, (_, p, f, d) in enumerate(pairs) if p.device == device]
+    for device in sorted(by_device, key=str):
+        picks = [pairs[i] for i in by_device[device]]
         groups.append(
             _Group(
                 device=device,
                 backend=backends[device.type],
-                positions=tuple(i for i, _, _, _ in picks),
+                positions=tuple(by_device[device]),
                 params=[p for _, p, _, _ in picks],
                 forget=[f.contiguous() for _, _, f, _ in picks],
                 full=[d.contiguous() for _, _, _, d in picks],
@@ -349,11 +353,12 @@ def prepare(
     params = dict(model.named_parameters())  # one walk of the module tree
     pairs = _pairs(params, forget_imp, full_imp)
     check_probes(params, {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
-    backends = _choose_backends([p.device.type for _, p, _, _ in pairs], backend)
+    devices = [p.device for _, p, _, _ in pairs]
+    backends = _choose_backends([d.type for d in set(devices)], backend)
     dampener = Dampener(
         names=tuple(name for name, _, _, _ in pairs),
         numels=tuple(p.numel() for _, p, _, _ in pairs),
-        groups=_groups(pairs, backends),
+        groups=_groups(pairs, devices, backends),
         forget=forget_imp,
         full=full_imp,
         snapshot=None,
