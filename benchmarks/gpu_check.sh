@@ -23,6 +23,15 @@ if ! $PY -m pip install --no-build-isolation --no-deps -e . > "$OUT/build.log" 2
 fi
 $PY -c 'from ssd_fast import _ops; assert _ops.has_kernel("cuda"), _ops.LOAD_ERROR; print("CUDA kernels loaded")'
 
+step "raw-op errors, one process per case (each must raise RuntimeError, not crash)"
+{ c++ --version | head -1; $PY benchmarks/raw_op_errors.py --diagnose; } 2>&1 | tee "$OUT/raw_op_errors.txt"
+for device in cpu cuda; do
+  for case in short_forget float64_importance accumulate_lengths negative_alpha selected_size; do
+    out=$($PY benchmarks/raw_op_errors.py "$case" "$device" 2>&1); rc=$?
+    echo "${out##*$'\n'} (exit $rc; 139 is a segmentation fault)" | tee -a "$OUT/raw_op_errors.txt"
+  done
+done
+
 step "tests: the whole suite, since this machine's torch differs from CI's"
 timeout 240 $PY -m pytest -q -p no:cacheprovider tests --junitxml="$OUT/tests.xml" 2>&1 | tail -25
 tests_rc=${PIPESTATUS[0]}

@@ -12,7 +12,7 @@ image of the class. For each class, tune scores its trials on the validation sli
 to judge: forget accuracy = test accuracy on the class, retain accuracy = test accuracy
 on the other nine. "ok" means forget <= 5% and retain at most 2 points below the
 original model's. `--holdout 0` trains on all 60k and scores tune on trained-on images
-instead, which misleads it (see ssd_fast/data/validation.py). Times are on whatever
+instead, which misleads it (see ssd_fast/eval/data/validation.py). Times are on whatever
 machine runs it (print shows it).
 """
 from __future__ import annotations
@@ -73,7 +73,8 @@ def _eval_subsets(pool: TensorDataset, cls: int, n_forget: int, n_retain: int, s
     retain_idx = torch.nonzero(y != cls).flatten()
     forget_idx = forget_idx[torch.randperm(len(forget_idx), generator=g)[:n_forget]]
     retain_idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:n_retain]]
-    sub = lambda idx: _loader(x[idx], y[idx], 500)
+    def sub(idx):
+        return _loader(x[idx], y[idx], 500)
     return sub(forget_idx), sub(retain_idx)
 
 
@@ -92,7 +93,8 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
     f, r = _test_scores(tuned, data, cls)
     row["tune"] = {"forget": f, "retain": r, "alpha": result.alpha, "lam": result.lam, "trials": len(result.trials),
                    "seconds": result.seconds, "trials_per_s": result.trials_per_second, "satisfied": result.satisfied,
-                   "eval_forget": result.forget_acc, "eval_retain": result.retain_acc, "first_layer": result.first_layer}
+                   "eval_forget": result.forget_acc, "eval_retain": result.retain_acc, "first_layer": result.first_layer,
+                   "timing": dict(result.timing)}
 
     for key, alpha in (("alpha10", 10.0), ("auto", "auto")):
         m = copy.deepcopy(model)
@@ -130,6 +132,9 @@ def print_table(rows: list[dict]) -> None:
     print(f"tune: {trials} trials in {seconds:.1f} s = {trials / seconds:.1f} trials/s "
           f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"kernel built: {ssd_fast._ops.is_built()})")
+    split = {k: sum(r["tune"]["timing"].get(k, 0.0) for r in rows) for k in ("apply", "restore", "score")}
+    print("tune time split: " + ", ".join(f"{k} {v:.2f} s ({100 * v / seconds:.0f}%)" for k, v in split.items())
+          + f"; per trial: apply {1e3 * split['apply'] / trials:.2f} ms, restore {1e3 * split['restore'] / trials:.2f} ms")
 
 
 def main() -> None:

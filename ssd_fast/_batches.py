@@ -40,8 +40,9 @@ def unpack_batch(batch: Any, unpack: Unpack | None, *, label_free: bool) -> tupl
             return batch[0], None
         raise TypeError(
             f"a batch has {len(batch)} elements, so which are the inputs and which the targets is "
-            "ambiguous; pass unpack=, for example unpack=lambda b: (b[0], b[2]) for the published "
-            "(x, _, y) layout"
+            "ambiguous; pass unpack=, for example unpack=lambda b: ((b[0], b[1]), b[2]) when the "
+            "model takes two inputs, model(x1, x2), and the labels come last, or "
+            "unpack=lambda b: (b[0], b[2]) for the published (x, _, y) layout, where b[1] is not an input"
         )
     raise TypeError(
         f"cannot unpack a batch of type {type(batch).__name__}; pass unpack=lambda b: (inputs, targets)"

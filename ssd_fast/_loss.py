@@ -77,6 +77,22 @@ def _sequence_terms(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> t
     return terms.sum(1), torch.full((n,), float(flat.shape[1]), device=flat.device)
 
 
+def check_class_targets(outputs: Any, targets: Any) -> None:
+    """A clear message for labels shaped [B, 1], which cross-entropy refuses with a terse one."""
+    if (
+        isinstance(targets, torch.Tensor)
+        and isinstance(outputs, torch.Tensor)
+        and targets.dim() == 2
+        and targets.shape[1] == 1
+        and outputs.dim() == 2
+        and not targets.is_floating_point()
+    ):
+        raise ValueError(
+            f"targets have shape {list(targets.shape)}, but cross-entropy takes class indices of shape "
+            f"[{targets.shape[0]}]; squeeze them in the dataset or pass unpack=lambda b: (b[0], b[1].squeeze(1))"
+        )
+
+
 def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn: LossFn | None, task: Task | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
     if label_free:
         return label_free_loss(outputs, mask)
@@ -88,6 +104,7 @@ def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn
     if task is not None and task.kind in ("tokens", "sequence"):
         sums, counts = task_loss_terms(task, outputs, targets)
         return sums.sum() / counts.sum()
+    check_class_targets(outputs, targets)
     return F.cross_entropy(outputs, targets)
 
 

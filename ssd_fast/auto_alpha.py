@@ -17,14 +17,14 @@ from collections.abc import Iterable
 
 import torch
 
+from . import _checks
 from .importances import Importances
 
 
 def assd_percentile(n_forget: int, n_full: int) -> float:
     """The percentile (0..100) ASSD reads alpha from, for |Df| = n_forget and |D| = n_full."""
     for name, value in (("n_forget", n_forget), ("n_full", n_full)):
-        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        _checks.count(value, name, minimum=1, optional=False)
     return 100.0 - math.log1p(100.0 * n_forget / n_full)
 
 

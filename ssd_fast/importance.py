@@ -15,12 +15,13 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from . import _ops
+from . import _checks, _ops
 from ._batches import Unpack, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
+from ._checkpoint import take_probe
 from ._hf import task_of
 from ._loss import LossFn, check_loss_options, model_batch_loss
 from ._pairing import model_fingerprint
-from .importances import MODES, Importances
+from .importances import MODES, Importances, register_compute
 from .per_sample import PerClass, PerSampleAccumulator, Weighted
 
 
@@ -44,6 +45,32 @@ def accumulate_squares_(sums: list[torch.Tensor], grads: list[torch.Tensor], *, 
             _ops.warn_reference_once(device.type)
             for s, g in zip(s_list, g_list):
                 s.add_(g.float().abs() if absolute else g.float().square())
+
+
+class _NonFiniteWatch:
+    """Finds the first batch whose loss was NaN or inf, without a device sync per batch.
+
+    A non-finite loss makes every gradient it reaches non-finite, and the sums stay so, so
+    watching the smallest trainable tensor's sum after each batch finds the batch: two
+    tiny kernels per batch, one read at the end.
+    """
+
+    def __init__(self, sums: dict[str, torch.Tensor], trainable: dict[str, nn.Parameter]) -> None:
+        self.watched = sums[min(trainable, key=lambda n: trainable[n].numel())]
+        self.first = torch.full((), -1, dtype=torch.int64, device=self.watched.device)
+
+    def after_batch(self, k: int) -> None:
+        bad = ~torch.isfinite(self.watched).all()
+        self.first = torch.where(bad & (self.first < 0), k, self.first)
+
+    def check(self) -> None:
+        k = int(self.first)
+        if k >= 0:
+            raise ValueError(
+                f"the loss was not finite (NaN or inf) at batch {k} of the data (counting from 0), so the "
+                "importances would be NaN: check that batch's inputs and targets for NaN or inf values, "
+                "or the model for an overflow"
+            )
 
 
 class BatchGradientAccumulator:
@@ -77,19 +104,14 @@ def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Paramete
 
 
 def _check_arguments(model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None) -> None:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.module(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if not isinstance(label_free, bool):
-        raise TypeError(f"label_free must be a bool, got {label_free!r}")
+    _checks.flag(label_free, "label_free")
     check_loss_options(label_free, loss_fn)
     if unpack is not None and not callable(unpack):
         raise TypeError(f"unpack must be callable, got {type(unpack).__name__}")
-    if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str, bytes)):
-        raise TypeError(
-            f"data must be a DataLoader or another iterable of batches, got {type(data).__name__}"
-        )
+    _checks.batches(data, "data")
 
 
 def importance(
@@ -147,6 +169,7 @@ def importance(
         raise ValueError("the model has no parameters with requires_grad=True, so nothing has an importance")
     sums = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in all_params.items()}
     accumulate = _make_accumulator(mode, model, trainable, label_free, loss_fn)
+    watch = _NonFiniteWatch(sums, trainable)
 
     n_samples = n_batches = 0
     batch_size = None
@@ -158,6 +181,7 @@ def importance(
                 size = count_samples(inputs)
                 batch_size = size if batch_size is None else batch_size
                 accumulate(inputs, targets, sums)
+                watch.after_batch(n_batches)
                 n_samples += size
                 n_batches += 1
     finally:
@@ -166,6 +190,7 @@ def importance(
             close()
     if n_batches == 0 or n_samples == 0:
         raise ValueError("data yielded no samples, so there is nothing to estimate importance from")
+    watch.check()
 
     divisor = n_batches if mode == "batch" else n_samples
     torch._foreach_div_(list(sums.values()), float(divisor))
@@ -177,4 +202,8 @@ def importance(
         n_batches=n_batches,
         batch_size=batch_size,
         fingerprint=model_fingerprint(model),
+        checkpoint_probe=take_probe(model),
     )
+
+
+register_compute(importance)  # for Importances.update, without an import cycle

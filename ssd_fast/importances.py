@@ -10,25 +10,28 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from . import _checks
 from ._pairing import model_fingerprint, pair_with_model
 
 MODES = ("batch", "per_sample")
+
+# `ssd_fast.importance`, for `Importances.update`. importance.py builds Importances, so it
+# imports this module; it registers itself here (register_compute) instead of this module
+# importing it back, which would make an import cycle.
+_compute: Callable[..., Importances] | None = None
+
+
+def register_compute(fn: Callable[..., Importances]) -> None:
+    global _compute
+    _compute = fn
 _FILE_FORMAT = "ssd_fast.importances"
 _FILE_VERSION = "1"
-
-
-def _check_count(name: str, value: Any) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative int or None, got {value!r}")
-    return value
 
 
 def _check_tensors(tensors: Any) -> dict[str, torch.Tensor]:
@@ -57,6 +60,17 @@ def _check_values(tensors: dict[str, torch.Tensor]) -> None:
             raise ValueError(f"importance {name!r} contains NaN or inf")
         if not nonneg:
             raise ValueError(f"importance {name!r} contains negative values; a Fisher diagonal is >= 0")
+
+
+def _check_probe(probe: Any) -> dict[str, list[float]] | None:
+    if probe is None:
+        return None
+    if not isinstance(probe, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, (list, tuple)) and all(_checks.is_number(x) for x in v)
+        for k, v in probe.items()
+    ):
+        raise TypeError("checkpoint_probe must map parameter names to lists of numbers, or be None")
+    return {k: [float(x) for x in v] for k, v in probe.items()}
 
 
 def _sum_or_none(values: Iterator[int | None]) -> int | None:
@@ -103,7 +117,16 @@ class Importances(Mapping[str, torch.Tensor]):
     Values are fp32 and must not be modified in place.
     """
 
-    __slots__ = ("_tensors", "mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")
+    __slots__ = (
+        "_tensors",
+        "mode",
+        "label_free",
+        "n_samples",
+        "n_batches",
+        "batch_size",
+        "fingerprint",
+        "checkpoint_probe",
+    )
 
     def __init__(
         self,
@@ -115,24 +138,29 @@ class Importances(Mapping[str, torch.Tensor]):
         n_batches: int | None = None,
         batch_size: int | None = None,
         fingerprint: str | None = None,
+        checkpoint_probe: Mapping[str, list[float]] | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if not isinstance(label_free, bool):
-            raise TypeError(f"label_free must be a bool, got {label_free!r}")
+        _checks.flag(label_free, "label_free")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise TypeError(f"fingerprint must be a str or None, got {fingerprint!r}")
         self._tensors = _check_tensors(tensors)
         self.mode = mode
         self.label_free = label_free
-        self.n_samples = _check_count("n_samples", n_samples)
-        self.n_batches = _check_count("n_batches", n_batches)
-        self.batch_size = _check_count("batch_size", batch_size)
+        self.n_samples = _checks.count(n_samples, "n_samples")
+        self.n_batches = _checks.count(n_batches, "n_batches")
+        self.batch_size = _checks.count(batch_size, "batch_size")
         self.fingerprint = fingerprint
+        # A few parameter values of the checkpoint these were computed on (see _checkpoint.py).
+        self.checkpoint_probe = _check_probe(checkpoint_probe)
 
     # Mapping protocol: read-only by construction.
     def __getitem__(self, name: str) -> torch.Tensor:
         return self._tensors[name]
+
+    def __contains__(self, name: object) -> bool:  # a dict lookup, not Mapping's try/except
+        return name in self._tensors
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._tensors)
@@ -141,11 +169,13 @@ class Importances(Mapping[str, torch.Tensor]):
         return len(self._tensors)
 
     def metadata(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint")}
+        keys = ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint", "checkpoint_probe")
+        return {k: getattr(self, k) for k in keys}
 
     def __repr__(self) -> str:
         numel = sum(t.numel() for t in self._tensors.values())
-        meta = ", ".join(f"{k}={v!r}" for k, v in self.metadata().items() if v is not None)
+        shown = {k: v for k, v in self.metadata().items() if v is not None and k != "checkpoint_probe"}
+        meta = ", ".join(f"{k}={v!r}" for k, v in shown.items())
         return f"Importances({len(self)} tensors, {numel:,} values, {meta})"
 
     def to(self, device: torch.device | str) -> Importances:
@@ -192,16 +222,15 @@ class Importances(Mapping[str, torch.Tensor]):
         Extra keyword arguments go to `ssd_fast.importance` (unpack, loss_fn, device,
         progress); mode and label_free are taken from these importances.
         """
-        from .importance import importance  # importance.py imports this module
-
+        if _compute is None:
+            raise RuntimeError("Importances.update needs ssd_fast.importance: import ssd_fast first")
         for key in ("mode", "label_free"):
             if key in kwargs:
                 raise TypeError(f"update() takes {key} from the stored importances; do not pass {key}=")
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        _checks.module(model)
         if not self.matches_fingerprint(model):
             raise ValueError("these importances were computed for a different model (fingerprint mismatch)")
-        extra = importance(model, data, mode=self.mode, label_free=self.label_free, **kwargs)
+        extra = _compute(model, data, mode=self.mode, label_free=self.label_free, **kwargs)
         return self.merge(extra)
 
     def save(self, path: str | os.PathLike) -> None:

@@ -7,15 +7,12 @@
 
 #include <functional>
 
+#include "../common/constants.h"
 #include "../common/list_checks.h"
 #include "../common/ssd_math.h"
 
 namespace ssd_fast {
 namespace {
-
-// Large enough that a thread's share amortises the fork, small enough to split
-// ResNet-sized tensors across both cores.
-constexpr int64_t kGrain = 1 << 16;
 
 template <typename scalar_t>
 int64_t select_dampen_range(scalar_t* p, const float* f, const float* d, int64_t begin, int64_t end,
@@ -42,7 +39,7 @@ int64_t select_dampen_tensor(const at::Tensor& param, const at::Tensor& forget, 
   const float* f = forget.data_ptr<float>();
   const float* d = full.data_ptr<float>();
   return at::parallel_reduce(
-      0, param.numel(), kGrain, int64_t{0},
+      0, param.numel(), kCpuGrain, int64_t{0},
       [&](int64_t begin, int64_t end, int64_t acc) {
         return acc + select_dampen_range(p, f, d, begin, end, alpha, lam);
       },

@@ -4,19 +4,18 @@
 #include <ATen/core/Tensor.h>
 #include <torch/library.h>
 
+#include "../common/constants.h"
 #include "../common/list_checks.h"
 #include "../common/ssd_math.h"
 
 namespace ssd_fast {
 namespace {
 
-constexpr int64_t kGrain = 1 << 16;
-
 template <typename grad_t, bool kAbsolute>
 void accumulate_tensor(const at::Tensor& importance, const at::Tensor& grad, float scale) {
   float* imp = importance.data_ptr<float>();
   const grad_t* g = grad.data_ptr<grad_t>();
-  at::parallel_for(0, importance.numel(), kGrain, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, importance.numel(), kCpuGrain, [&](int64_t begin, int64_t end) {
     for (int64_t j = begin; j < end; ++j) {
       imp[j] += scale * squared_or_abs(g[j], kAbsolute);
     }

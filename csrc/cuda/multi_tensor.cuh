@@ -15,12 +15,9 @@
 #include <cstdint>
 #include <vector>
 
-namespace ssd_fast::cuda {
+#include "../common/constants.h"
 
-// Sized so that the parameter block stays under the classic 4 KB kernel-parameter limit
-// for up to three lists (3*8 + 8 + 8 + 4 + 1 bytes per tensor).
-constexpr int kMaxTensors = 64;
-constexpr int kVec = 4;  // elements per vector access: 16 bytes of fp32
+namespace ssd_fast::cuda {
 
 template <int kDepth>
 struct TensorListMeta {

@@ -5,21 +5,15 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../common/constants.h"
 #include "../common/list_checks.h"
 #include "../common/ssd_math.h"
+#include "../common/vec.h"
 #include "group_by_dtype.h"
 #include "multi_tensor.cuh"
 
 namespace ssd_fast::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kChunk = kThreads * kVec * 8;  // 8 vector steps per thread per chunk
-
-template <typename scalar_t>
-struct alignas(sizeof(scalar_t) * kVec) ParamVec {
-  scalar_t v[kVec];
-};
 
 template <typename scalar_t>
 struct SelectDampenOp {
@@ -40,7 +34,7 @@ struct SelectDampenOp {
         const int64_t j = c.begin + v * kVec;
         const float4 fv = *reinterpret_cast<const float4*>(f + j);
         const float4 dv = *reinterpret_cast<const float4*>(d + j);
-        ParamVec<scalar_t> pv = *reinterpret_cast<const ParamVec<scalar_t>*>(p + j);
+        Vec<scalar_t> pv = *reinterpret_cast<const Vec<scalar_t>*>(p + j);
         const float fs[kVec] = {fv.x, fv.y, fv.z, fv.w};
         const float ds[kVec] = {dv.x, dv.y, dv.z, dv.w};
 #pragma unroll
@@ -49,7 +43,7 @@ struct SelectDampenOp {
           if (sel) pv.v[k] = dampened_value(pv.v[k], fs[k], ds[k], lam);
           count += sel;
         }
-        *reinterpret_cast<ParamVec<scalar_t>*>(p + j) = pv;
+        *reinterpret_cast<Vec<scalar_t>*>(p + j) = pv;
       }
       scalar_from = c.begin + n_vec * kVec;
     }

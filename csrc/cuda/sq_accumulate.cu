@@ -6,21 +6,15 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../common/constants.h"
 #include "../common/list_checks.h"
 #include "../common/ssd_math.h"
+#include "../common/vec.h"
 #include "group_by_dtype.h"
 #include "multi_tensor.cuh"
 
 namespace ssd_fast::cuda {
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kChunk = kThreads * kVec * 8;
-
-template <typename grad_t>
-struct alignas(sizeof(grad_t) * kVec) GradVec {
-  grad_t v[kVec];
-};
 
 template <typename grad_t>
 struct SqAccumulateOp {
@@ -38,7 +32,7 @@ struct SqAccumulateOp {
       for (int64_t v = threadIdx.x; v < n_vec; v += blockDim.x) {
         const int64_t j = c.begin + v * kVec;
         float4 acc = *reinterpret_cast<const float4*>(imp + j);
-        const GradVec<grad_t> gv = *reinterpret_cast<const GradVec<grad_t>*>(g + j);
+        const Vec<grad_t> gv = *reinterpret_cast<const Vec<grad_t>*>(g + j);
         acc.x = __fadd_rn(acc.x, term(gv.v[0]));
         acc.y = __fadd_rn(acc.y, term(gv.v[1]));
         acc.z = __fadd_rn(acc.z, term(gv.v[2]));

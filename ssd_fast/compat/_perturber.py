@@ -31,13 +31,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import _checks
 from .._batches import to_device
 from ..dampen import dampen
 from ..importance import BatchGradientAccumulator
 from ..importances import Importances
-from ._published import published_dampen_
 from ._layouts import Unpack, make_unpack
 from ._positional import rekey_by_model
+from ._published import published_dampen_
 
 PUBLISHED_KEYS = (
     "lower_bound",
@@ -55,7 +56,7 @@ _DEFAULTS = {"lower_bound": 1, "exponent": 1, "magnitude_diff": None, "min_layer
 
 def _number(parameters: Mapping[str, Any], key: str) -> float:
     value = parameters[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    if not _checks.is_number(value) or not math.isfinite(value):
         raise ValueError(f"parameters[{key!r}] must be a finite number, got {value!r}")
     return float(value)
 
@@ -107,16 +108,14 @@ class ParameterPerturber:
         self,
         model: nn.Module,
         opt: Any = None,
-        device: torch.device | str = "cuda" if torch.cuda.is_available() else "cpu",
+        device: torch.device | str = "cuda" if torch.cuda.is_available() else "cpu",  # noqa: B008 (the published default, read once at import as there)
         parameters: Mapping[str, Any] | None = None,
         *,
         batch_layout: str | Unpack = "published",
         label_free: bool = False,
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not isinstance(label_free, bool):
-            raise TypeError(f"label_free must be a bool, got {label_free!r}")
+        _checks.module(model)
+        _checks.flag(label_free, "label_free")
         self.model = model
         self.opt = opt
         self.device = torch.device(device)
@@ -141,8 +140,7 @@ class ParameterPerturber:
         Runs in the model's current train/eval mode, as the published code does. Returns
         {parameter name: fp32 tensor}; parameters without a gradient get zeros.
         """
-        if not isinstance(dataloader, Iterable) or isinstance(dataloader, (torch.Tensor, str, bytes)):
-            raise TypeError(f"dataloader must be an iterable of batches, got {type(dataloader).__name__}")
+        _checks.batches(dataloader, "dataloader", "an iterable of batches")
         self._check_device()
         all_params = dict(self.model.named_parameters())
         trainable = {n: p for n, p in all_params.items() if p.requires_grad}

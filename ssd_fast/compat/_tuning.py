@@ -6,20 +6,20 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .. import _checks
 from ._layouts import Unpack
 from ._perturber import ParameterPerturber
 
 
 def _check_loader(value: object, name: str) -> None:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _checks.is_number(value):
         raise TypeError(
             f"{name} is the number {value!r}, not a data loader. The signature is "
             "ssd_tuning(model, forget_loader, full_loader, dampening_constant, selection_weighting, device); "
             "some published copies order it (model, forget, lambda, alpha, full, device), so pass "
             "keywords when porting from one of those"
         )
-    if not isinstance(value, Iterable) or isinstance(value, (torch.Tensor, str, bytes)):
-        raise TypeError(f"{name} must be an iterable of batches, got {type(value).__name__}")
+    _checks.batches(value, name, "an iterable of batches")
 
 
 def ssd_tuning(

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .._hf import Task
-from .._loss import LossFn, label_free_losses, task_loss_terms
+from .._loss import LossFn, check_class_targets, label_free_losses, task_loss_terms
 
 
 def per_sample_losses(
@@ -47,5 +47,6 @@ def per_sample_losses(
         return sums / counts.clamp_min(1)
     if not isinstance(targets, torch.Tensor):
         raise TypeError(f"cross-entropy needs tensor targets, got {type(targets).__name__}")
+    check_class_targets(outputs, targets)
     return F.cross_entropy(outputs, targets, reduction="none").reshape(n, -1).mean(1)
 

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .. import _checks
 from .._batches import Unpack, call_model, eval_mode, to_device, unpack_batch
 
 
@@ -17,8 +18,7 @@ class EvalSet:
     """Up to `limit` (inputs, labels) samples from `data`, kept as a list of device batches."""
 
     def __init__(self, data: Iterable, name: str, device: torch.device, *, limit: int | None = None, unpack: Unpack | None = None):
-        if not isinstance(data, Iterable) or isinstance(data, (torch.Tensor, str, bytes)):
-            raise TypeError(f"{name} must be a DataLoader or an iterable of (inputs, labels) batches, got {type(data).__name__}")
+        _checks.batches(data, name, "a DataLoader or an iterable of (inputs, labels) batches")
         self.name = name
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
         count = 0

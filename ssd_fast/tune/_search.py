@@ -1,9 +1,10 @@
 """`ssd_fast.tune`: choose alpha (and lambda) for one deletion request automatically.
 
 SSD's weak point is alpha: on Fashion-MNIST the right value ranges from 3 to 100 per
-class (ANCHORS.md). Dampening costs microseconds to milliseconds, so a search is cheap
-once the two importances exist: compute them once, then for each trial restore the
-parameters from one saved copy, dampen, and score on small evaluation subsets taken
+class (measured with benchmarks/tune_fashion_mnist.py). Dampening costs microseconds to
+milliseconds, so a search is cheap once the two importances exist: prepare one
+`Dampener` (validated and paired once, with a snapshot), then for each trial restore,
+apply, and score on small evaluation subsets taken
 from the training data. The test set is never needed.
 
     result = ssd_fast.tune(model, forget_imp, full_imp, forget_eval=forget_sub, retain_eval=retain_sub)
@@ -34,16 +35,16 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._alpha_grid import bisection_points, default_alphas
-from ..auto_alpha import resolve_auto_alpha
+from .. import _checks
 from .._batches import Unpack, model_device
-from ._evaluation import EvalSet
-from ._layer_starts import dampen_only_from, layer_starts
-from ._snapshot import ParameterSnapshot
-from ._target import ForgetTarget, resolve_target
-from ..dampen import ImportanceSource, _as_importances, _check_compatible, _choose_backends, _pairs, dampen
+from ..auto_alpha import resolve_auto_alpha
+from ..dampen import Dampener, ImportanceSource, prepare
 from ..importances import Importances
 from ..report import DampenReport
+from ._alpha_grid import bisection_points, default_alphas
+from ._evaluation import EvalSet
+from ._layer_starts import layer_starts
+from ._target import ForgetTarget, resolve_target
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,8 @@ class TuneResult:
     trials: tuple[Trial, ...] = field(repr=False)
     report: DampenReport | None = field(default=None, repr=False)
     first_layer: str | None = None
+    # Seconds of the search spent restoring, applying (kernel included) and scoring.
+    timing: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def trials_per_second(self) -> float:
@@ -110,41 +113,14 @@ class TuneResult:
         )
 
 
-def _check_numbers(values: Sequence[float], name: str, *, positive: bool) -> list[float]:
-    if isinstance(values, (str, bytes)) or not isinstance(values, Iterable):
-        raise TypeError(f"{name} must be a sequence of numbers, got {type(values).__name__}")
-    out = list(values)
-    if not out:
-        raise ValueError(f"{name} is empty")
-    for v in out:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{name} must hold finite numbers, got {v!r}")
-        if (v <= 0) if positive else (v < 0):
-            raise ValueError(f"{name} values must be {'> 0' if positive else '>= 0'}, got {v!r}")
-    return [float(v) for v in out]
-
-
-def _check_fraction(value: float | None, name: str) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a fraction in [0, 1], got {value!r}")
-
-
-def _check_count(value: int | None, name: str, minimum: int) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
 class _Search:
     """Runs trials on the model: restore, dampen, score; remembers every outcome."""
 
-    def __init__(self, model, forget_imp, full_imp, snapshot, forget_set, retain_set, target, retain_floor, backend, first_layer=None):
-        self.model, self.forget_imp, self.full_imp, self.first_layer = model, forget_imp, full_imp, first_layer
-        self.snapshot, self.forget_set, self.retain_set = snapshot, forget_set, retain_set
-        self.target, self.retain_floor, self.backend = target, retain_floor, backend
+    def __init__(self, model, dampener: Dampener, forget_set, retain_set, target, retain_floor, first_layer=None):
+        self.model, self.dampener, self.first_layer = model, dampener, first_layer
+        self.forget_set, self.retain_set = forget_set, retain_set
+        self.target, self.retain_floor = target, retain_floor
+        self.timing = {"apply": 0.0, "restore": 0.0, "score": 0.0}  # seconds, for benchmarks
         self.trials: list[Trial] = []
         self._scores: dict[tuple[float, int], tuple[float, float]] = {}
 
@@ -152,14 +128,20 @@ class _Search:
         return any(t.lam == lam and math.isclose(t.alpha, alpha, rel_tol=1e-9) for t in self.trials)
 
     def run(self, alpha: float, lam: float) -> Trial:
-        self.snapshot.restore()
-        report = dampen(self.model, self.forget_imp, self.full_imp, alpha=alpha, lam=lam, backend=self.backend)
+        t0 = time.perf_counter()
+        self.dampener.restore()
+        t1 = time.perf_counter()
+        report = self.dampener.apply(alpha, lam)
         # For one lambda the selected sets are nested in alpha, so an equal count means an
         # identical set and an identical model: its scores are already known.
-        key = (lam if report.selected else 0.0, report.selected)
+        key = (lam if report.selected else 0.0, report.selected)  # reading the counts waits for the kernel
+        t2 = time.perf_counter()
         reused = key in self._scores
         if not reused:
             self._scores[key] = self._score()
+        self.timing["restore"] += t1 - t0
+        self.timing["apply"] += t2 - t1
+        self.timing["score"] += time.perf_counter() - t2
         forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
         trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer)
         self.trials.append(trial)
@@ -198,11 +180,11 @@ def _reached_aim(trials: Sequence[Trial], target: ForgetTarget, tolerance: float
     return any(t.accepted and abs(t.forget_acc - target.aim) <= tolerance for t in trials)
 
 
-def _largest_ratio(pairs) -> float:
+def _largest_ratio(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
     """max f/d over elements with d > 0: every alpha at or above it selects the same set
     (only the d == 0 elements), so one such alpha stands for all of them."""
     largest = 0.0
-    for _, _, f, d in pairs:
+    for f, d in pairs:
         ratio = f / d
         finite = ratio[torch.isfinite(ratio)]
         if finite.numel():
@@ -210,11 +192,18 @@ def _largest_ratio(pairs) -> float:
     return largest
 
 
-def _candidate_alphas(alphas: Sequence[float] | None, include_auto: bool, forget_imp: Importances, full_imp: Importances, pairs) -> list[float]:
+def _candidate_alphas(
+    alphas: Sequence[float] | None,
+    include_auto: bool,
+    forget_imp: Importances | None,
+    full_imp: Importances | None,
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
+) -> list[float]:
+    """The alpha grid for one stage; `pairs` are the (forget, full) tensors it dampens."""
     grid = list(alphas) if alphas is not None else default_alphas()
     if include_auto:
         try:  # ASSD's alpha as one more candidate, when the sample counts are known
-            grid.append(resolve_auto_alpha(forget_imp, full_imp, [(f, d) for _, _, f, d in pairs]))
+            grid.append(resolve_auto_alpha(forget_imp, full_imp, pairs))
         except (TypeError, ValueError):
             pass
     grid = sorted(set(grid))
@@ -294,28 +283,22 @@ def tune(
     Raises:
         TypeError, ValueError, RuntimeError: on bad input, before the model changes.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _checks.module(model)
     if alphas is not None:
-        alphas = _check_numbers(alphas, "alphas", positive=True)
-    lams = _check_numbers(lams, "lams", positive=False)
+        alphas = _checks.finite_numbers(alphas, "alphas", positive=True)
+    lams = _checks.finite_numbers(lams, "lams", positive=False)
     for value, name in ((target_forget_acc, "target_forget_acc"), (max_retain_drop, "max_retain_drop"), (tolerance, "tolerance")):
-        _check_fraction(value, name)
-    _check_count(refine_steps, "refine_steps", 0)
-    _check_count(max_trials, "max_trials", 1)
-    _check_count(eval_limit, "eval_limit", 1)
-    if not isinstance(layer_fallback, bool):
-        raise TypeError(f"layer_fallback must be a bool, got {layer_fallback!r}")
-    if full_class is not None and not isinstance(full_class, bool):
-        raise TypeError(f"full_class must be a bool or None, got {full_class!r}")
-    if retrained is not None and not isinstance(retrained, nn.Module):
-        raise TypeError(f"retrained must be a torch.nn.Module, got {type(retrained).__name__}")
+        _checks.fraction(value, name)
+    _checks.count(refine_steps, "refine_steps", minimum=0)
+    _checks.count(max_trials, "max_trials", minimum=1)
+    _checks.count(eval_limit, "eval_limit", minimum=1)
+    _checks.flag(layer_fallback, "layer_fallback")
+    _checks.flag(full_class, "full_class", optional=True)
+    if retrained is not None:
+        _checks.module(retrained, "retrained")
 
-    forget_imp = _as_importances(model, forget, "forget")
-    full_imp = _as_importances(model, full, "full")
-    _check_compatible(forget_imp, full_imp)
-    pairs = _pairs(model, forget_imp, full_imp)
-    _choose_backends(pairs, backend)
+    dampener = prepare(model, forget, full, backend=backend)  # validates and pairs, once
+    forget_imp, full_imp = dampener.forget, dampener.full
 
     device = model_device(model)
     forget_set = EvalSet(forget_eval, "forget_eval", device, limit=eval_limit, unpack=unpack)
@@ -326,32 +309,36 @@ def tune(
         retrained=retrained, full_class=full_class, tolerance=tolerance,
     )
     original_forget, original_retain = forget_set.accuracy(model), retain_set.accuracy(model)
-    candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, pairs)
+    candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, dampener.importance_pairs())
 
-    snapshot = ParameterSnapshot(model, forget_imp, full_imp, alpha_min=min(candidates))
+    dampener.take_snapshot(alpha_min=min(candidates))  # only tensors some candidate can change
     starts = [None] + (layer_starts(model, forget_imp) if layer_fallback else [])
     trials: list[Trial] = []
+    timing = {"apply": 0.0, "restore": 0.0, "score": 0.0}
     start_time = time.perf_counter()
     try:
         for first_layer in starts:
-            stage_forget = _forget_from(model, forget_imp, first_layer)
+            stage = dampener if first_layer is None else dampener.only_from(first_layer)
             stage_alphas = candidates if first_layer is None else _candidate_alphas(
-                alphas, False, stage_forget, full_imp, _pairs(model, stage_forget, full_imp))
-            search = _Search(model, stage_forget, full_imp, snapshot, forget_set, retain_set, target,
-                             original_retain - max_retain_drop, backend, first_layer)
-            _run_search(search, stage_alphas, lams, refine_steps, max_trials)
+                alphas, False, None, None, stage.importance_pairs())
+            search = _Search(model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer)
+            try:
+                _run_search(search, stage_alphas, lams, refine_steps, max_trials)
+            finally:
+                for key, value in search.timing.items():
+                    timing[key] += value
             trials += search.trials
             if _reached_aim(search.trials, target, tolerance):
                 break
     finally:
-        snapshot.restore()  # whatever happened, the model is the original again here
+        dampener.restore()  # whatever happened, the model is the original again here
     seconds = time.perf_counter() - start_time
 
     choice, satisfied = _choose(trials, target, tolerance)
     report = None
     if choice is not None:
-        report = dampen(model, _forget_from(model, forget_imp, choice.first_layer), full_imp,
-                        alpha=choice.alpha, lam=choice.lam, backend=backend)
+        chosen = dampener if choice.first_layer is None else dampener.only_from(choice.first_layer)
+        report = chosen.apply(choice.alpha, choice.lam)
     if not satisfied:
         warnings.warn(
             "ssd_fast.tune: no trial met both the forget target and the retain constraint; "
@@ -373,11 +360,8 @@ def tune(
         trials=tuple(trials),
         report=report,
         first_layer=None if choice is None else choice.first_layer,
+        timing=timing,
     )
-
-
-def _forget_from(model: nn.Module, forget_imp: Importances, first_layer: str | None) -> Importances:
-    return forget_imp if first_layer is None else dampen_only_from(model, forget_imp, first_layer)
 
 
 def _run_search(search: _Search, alphas: list[float], lams: list[float], refine_steps: int, max_trials: int) -> None:

@@ -50,9 +50,11 @@ def test_per_sample_merge_weights_by_samples() -> None:
     """per_sample mode is a mean over samples; built from batch-size-1 batch mode, which is the same sum."""
     model = _model()
     a, b = _data(5, 1), _data(9, 2)
-    one = lambda data: ssd_fast.importance(model, DataLoader(data, batch_size=1), progress=False)
+    def one(data):
+        return ssd_fast.importance(model, DataLoader(data, batch_size=1), progress=False)
     ia, ib, iu = one(a), one(b), one(torch.utils.data.ConcatDataset([a, b]))
-    as_per_sample = lambda imp: Importances(dict(imp), mode="per_sample", n_samples=imp.n_samples)
+    def as_per_sample(imp):
+        return Importances(dict(imp), mode="per_sample", n_samples=imp.n_samples)
     merged = as_per_sample(ia).merge(as_per_sample(ib))
     assert merged.n_samples == 14
     for name in iu:

@@ -54,17 +54,23 @@ def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.equal(a[~nan].view(-1).view(torch.uint8), b[~nan].view(-1).view(torch.uint8))
 
 
+def assert_kernel_is_reference(params, forget, full, alpha, lam) -> list[int]:
+    """Runs select_dampen_ in place and checks counts and bits against the reference; returns the counts."""
+    expected, counts = reference_result(params, forget, full, alpha, lam)
+    selected = torch.zeros(len(params), dtype=torch.int64, device=params[0].device)
+    _ops.select_dampen_(params, forget, full, alpha, lam, selected)
+    assert selected.tolist() == counts
+    for got, want in zip(params, expected):
+        assert same_bits(got, want)
+    return counts
+
+
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("alpha,lam", [(10.0, 1.0), (2.0, 0.1), (0.5, 0.0), (1.0, 5.0)])
 def test_select_dampen_matches_reference(device, dtype, alpha, lam):
     params, forget, full = make_case(SIZES, dtype, device)
-    expected, counts = reference_result(params, forget, full, alpha, lam)
-    selected = torch.zeros(len(params), dtype=torch.int64, device=device)
-    _ops.select_dampen_(params, forget, full, alpha, lam, selected)
-    assert selected.tolist() == counts
-    for got, want in zip(params, expected):
-        assert same_bits(got, want)
+    counts = assert_kernel_is_reference(params, forget, full, alpha, lam)
     assert sum(counts) > 0  # the case must actually select something
 
 
@@ -166,6 +172,29 @@ def test_select_dampen_rejects_bad_arguments_without_writing(bad, message):
     assert all(torch.equal(a, b) for a, b in zip(params, before))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f[:1], d, 2.0, 1.0, s), r"same length, got 2, 1, 2"),
+        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, [t.double() for t in f], d, 2.0, 1.0, s), r"forget\[0\] Double"),
+        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f, d, -1.0, 1.0, s), r"alpha must be finite and > 0, got -1"),
+        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f, d, 2.0, 1.0, s[:1]), r"one entry per param \(2\)"),
+        (lambda p, f, d, s: torch.ops.ssd_fast.sq_accumulate_(f, d[:1], 1.0, False), r"same length, got 2 and 1"),
+        (lambda p, f, d, s: torch.ops.ssd_fast.sq_accumulate_([t.double() for t in f], d, 1.0, False), r"importances\[0\] must be float32"),
+    ],
+)
+def test_raw_op_errors_raise_with_their_numbers(device, call, message):
+    """The checks whose messages carry numbers raise RuntimeError (they once crashed the
+    process on the GPU machine's torch; csrc/common/check.h says why)."""
+    params, forget, full = make_case([10, 20], torch.float32, device)
+    before = [t.clone() for t in params + forget + full]
+    selected = torch.zeros(2, dtype=torch.int64, device=device)
+    with pytest.raises(RuntimeError, match=message):
+        call(params, forget, full, selected)
+    assert all(torch.equal(a, b) for a, b in zip(params + forget + full, before))
+
+
 def test_select_dampen_rejects_non_contiguous():
     p = torch.randn(4, 6).t()
     f, d = torch.rand(6, 4), torch.rand(6, 4)
@@ -173,24 +202,26 @@ def test_select_dampen_rejects_non_contiguous():
         torch.ops.ssd_fast.select_dampen_([p], [f], [d], 2.0, 1.0, torch.zeros(1, dtype=torch.int64))
 
 
-def test_ops_pass_opcheck():
-    params, forget, full = make_case([5, 64, 300], torch.float32, "cpu")
-    selected = torch.zeros(3, dtype=torch.int64)
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_pass_opcheck(device):
+    params, forget, full = make_case([5, 64, 300], torch.float32, device)
+    selected = torch.zeros(3, dtype=torch.int64, device=device)
     torch.library.opcheck(torch.ops.ssd_fast.select_dampen_.default, (params, forget, full, 2.0, 1.0, selected))
-    grads = [torch.randn(t.shape) for t in forget]
-    imps = [torch.zeros(t.shape) for t in forget]
+    grads = [torch.randn(t.shape, device=device) for t in forget]
+    imps = [torch.zeros(t.shape, device=device) for t in forget]
     torch.library.opcheck(torch.ops.ssd_fast.sq_accumulate_.default, (imps, grads, 1.0, False))
 
 
-def test_ops_work_under_torch_compile_fullgraph():
-    params, forget, full = make_case([5, 64, 300], torch.float32, "cpu")
+@pytest.mark.parametrize("device", DEVICES)
+def test_ops_work_under_torch_compile_fullgraph(device):
+    params, forget, full = make_case([5, 64, 300], torch.float32, device)
     expected, counts = reference_result(params, forget, full, 2.0, 1.0)
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def step(ps, fs, ds, sel):
         torch.ops.ssd_fast.select_dampen_(ps, fs, ds, 2.0, 1.0, sel)
 
-    selected = torch.zeros(3, dtype=torch.int64)
+    selected = torch.zeros(3, dtype=torch.int64, device=device)
     step(params, forget, full, selected)
     assert selected.tolist() == counts
     assert all(same_bits(a, b) for a, b in zip(params, expected))

@@ -11,9 +11,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import ssd_fast
 from ssd_fast import reference
+from ssd_fast.dampen import Dampener
 from ssd_fast.tune._alpha_grid import default_alphas
-from ssd_fast.tune._target import ForgetTarget
+from ssd_fast.tune._layer_starts import dampen_only_from
 from ssd_fast.tune._search import Trial, _choose, tune
+from ssd_fast.tune._target import ForgetTarget
 
 # The module, not the function: ssd_fast/__init__ may export `tune`, which shadows the attribute.
 tune_module = importlib.import_module("ssd_fast.tune._search")
@@ -48,7 +50,8 @@ def _copy(model: nn.Module) -> nn.Module:
 def _setup(model: nn.Module):
     x, y = _data(400, 1)
     forget, retain = y == 0, y != 0
-    loader = lambda m, bs=32: DataLoader(TensorDataset(x[m], y[m]), batch_size=bs)
+    def loader(m, bs=32):
+        return DataLoader(TensorDataset(x[m], y[m]), batch_size=bs)
     full_imp = ssd_fast.importance(model, loader(torch.ones_like(y, dtype=torch.bool)), progress=False)
     forget_imp = ssd_fast.importance(model, loader(forget), progress=False)
     return forget_imp, full_imp, loader(forget, 64), loader(retain, 64)
@@ -68,15 +71,17 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
     original = _state(model)
     calls = []
+    real_apply = Dampener.apply
 
-    def checking_dampen(m, *args, **kwargs):
-        _assert_equal_state(_state(m), original)  # bit-for-bit the original before each trial
-        calls.append(kwargs["alpha"])
-        return ssd_fast.dampen(m, *args, **kwargs)
+    def checking_apply(self, alpha, lam):
+        _assert_equal_state(_state(model), original)  # bit-for-bit the original before each trial
+        calls.append(alpha)
+        return real_apply(self, alpha, lam)
 
-    monkeypatch.setattr(tune_module, "dampen", checking_dampen)
+    monkeypatch.setattr(Dampener, "apply", checking_apply)
     result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 3, 10, 30, 100], lams=(1.0, 0.1))
     assert len(calls) == len(result.trials) + 1  # every trial, then the final dampen
+    assert set(result.timing) == {"apply", "restore", "score"} and all(v >= 0 for v in result.timing.values())
     assert result.satisfied and result.alpha is not None
     assert result.forget_acc <= result.target.bound and result.target.bound == pytest.approx(1 / CLASSES)
     assert result.retain_acc >= result.original_retain_acc - 0.02
@@ -84,6 +89,22 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
     reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=result.alpha, lam=result.lam)
     _assert_equal_state(_state(model), _state(expected))
     assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(result.trials)
+
+
+def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    prepared = []
+    real_prepare = tune_module.prepare
+
+    def counting_prepare(*args, **kwargs):
+        prepared.append(kwargs)
+        return real_prepare(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "prepare", counting_prepare)
+    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
+                  alphas=[1, 10, 100], lams=(1.0,), refine_steps=1)
+    assert len(prepared) == 1 and len(result.trials) >= 3
 
 
 def test_bisection_adds_trials_between_grid_points(trained) -> None:
@@ -190,7 +211,7 @@ def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
     """Above max f/d every alpha selects the same set, so only one of them is tried."""
     f = torch.tensor([1.0, 4.0, 3.0])
     d = torch.tensor([1.0, 1.0, 0.0])  # ratios 1, 4 and inf (always selected)
-    pairs = [("w", None, f, d)]
+    pairs = [(f, d)]
     got = tune_module._candidate_alphas([0.5, 2, 8, 16, 32], False, None, None, pairs)
     assert got == [0.5, 2, 8]
 
@@ -204,8 +225,8 @@ def test_default_alpha_grid_is_log_spaced_and_reaches_below_one() -> None:
 
 
 def test_layer_starts_are_weight_layers_after_the_first_and_capped_evenly() -> None:
-    from ssd_fast.tune._layer_starts import layer_starts
     from ssd_fast.eval.models import build_model
+    from ssd_fast.tune._layer_starts import layer_starts
 
     cnn = build_model("cnn", num_classes=10, in_channels=1)
     names = dict(cnn.named_parameters())
@@ -218,8 +239,6 @@ def test_layer_starts_are_weight_layers_after_the_first_and_capped_evenly() -> N
 
 
 def test_dampening_from_a_layer_leaves_earlier_ones_exactly_and_matches_reference_after(trained) -> None:
-    from ssd_fast.tune._layer_starts import dampen_only_from
-
     model = _copy(trained)
     forget_imp, full_imp, _, _ = _setup(model)
     masked = dampen_only_from(model, forget_imp, "3.weight")
@@ -260,7 +279,7 @@ def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_
     assert result.satisfied and result.first_layer == "3.weight"
     assert "only from 3.weight on" in str(result)
     expected = _copy(trained)
-    ssd_fast.dampen(expected, tune_module.dampen_only_from(expected, forget_imp, "3.weight"), full_imp,
+    ssd_fast.dampen(expected, dampen_only_from(expected, forget_imp, "3.weight"), full_imp,
                     alpha=result.alpha, lam=result.lam, backend="reference")
     _assert_equal_state(_state(model), _state(expected))
     for name in ("0.weight", "0.bias", "1.weight", "1.bias"):

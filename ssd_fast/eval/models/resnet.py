@@ -1,6 +1,6 @@
 """The paper's CIFAR-style ResNet18: a 3x3 stride-1 stem and no max-pool.
 
-With 3 input channels and 100 classes this is the 11.2M-parameter model of ANCHORS.md;
+With 3 input channels and 100 classes this is the 11.2M-parameter model of the paper's CIFAR-100 runs;
 with 1 channel it takes Fashion-MNIST (28x28 works: the stages go 28, 14, 7, 4).
 """
 from __future__ import annotations
