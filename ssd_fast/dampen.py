@@ -14,7 +14,7 @@ from typing import Literal, Union
 import torch
 from torch import nn
 
-from . import _ops, reference
+from . import _ops, distributed, reference
 from .auto_alpha import resolve_auto_alpha
 from ._pairing import pair_with_model
 from .importance import importance
@@ -78,7 +78,7 @@ def _check_compatible(forget: Importances, full: Importances) -> None:
 
 
 def _pairs(model: nn.Module, forget: Importances, full: Importances) -> list[Pair]:
-    params = dict(model.named_parameters())
+    params = dict(distributed.unwrap(model).named_parameters())
     f_pairs = pair_with_model(params, forget, "forget", check_device=True)
     d_pairs = pair_with_model(params, full, "full", check_device=True)
     return [(name, p, f, d) for (name, p, f), (_, _, d) in zip(f_pairs, d_pairs)]
@@ -174,10 +174,12 @@ def dampen(
     if alpha == AUTO:  # resolved from the data, still before the first write
         alpha = resolve_auto_alpha(forget_imp, full_imp, [(f, d) for _, _, f, d in pairs])
 
+    local = distributed.local_pairs(pairs)  # a sharded model: each rank's own shards, no gather
+
     start = time.perf_counter()
     counts: dict[str, int] = {}
     for device_type, chosen in backends.items():
-        group = [pair for pair in pairs if pair[1].device.type == device_type]
+        group = [pair for pair in local if pair[1].device.type == device_type]
         for device in sorted({pair[1].device for pair in group}, key=str):
             on_device = [pair for pair in group if pair[1].device == device]
             if chosen == "reference":
@@ -186,6 +188,8 @@ def dampen(
                 found = _run_kernel(on_device, alpha, lam)
             counts.update({name: c for (name, _, _, _), c in zip(on_device, found)})
     seconds = time.perf_counter() - start
+    found = distributed.global_selected([p for _, p, _, _ in pairs], [counts[name] for name, _, _, _ in pairs])
+    counts = {name: c for (name, _, _, _), c in zip(pairs, found)}
 
     layers = tuple(LayerSelection(name, counts[name], p.numel()) for name, p, _, _ in pairs)
     used = "+".join(sorted(set(backends.values())))

@@ -1,0 +1,35 @@
+"""ssd_fast under torch.distributed: DDP, DataParallel, torch.compile and FSDP2 / DTensor.
+
+The core calls these hooks; each is a no-op outside a process group or for plain tensors.
+- `unwrap`: importances are keyed by the innermost module's parameter names, so one
+  stored importance serves the plain, DDP, DataParallel and compiled model alike.
+- `reduce_importance`: after each rank accumulated its own batches, ONE all_reduce sums
+  the sums and counts, and every rank holds the global importance.
+- `local_pairs`: dampen runs the kernel on each rank's local shard of DTensor
+  parameters, in place, with no gather; `global_selected` sums the report's counts.
+- `sharded_percentile`: alpha="auto" over every shard exactly, by radix selection.
+- `save_sharded` / `load_sharded`: sharded importances through torch.distributed.checkpoint.
+"""
+from ._group import active, barrier, is_main, world_size
+from ._importance import Counts, reduce_importance
+from ._report import global_selected
+from ._select import sharded_percentile
+from ._sharded import any_dtensor, fp32_zeros_like, is_dtensor, local, local_pairs
+from ._unwrap import unwrap
+
+__all__ = [
+    "Counts",
+    "active",
+    "any_dtensor",
+    "barrier",
+    "fp32_zeros_like",
+    "global_selected",
+    "is_dtensor",
+    "is_main",
+    "local",
+    "local_pairs",
+    "reduce_importance",
+    "sharded_percentile",
+    "unwrap",
+    "world_size",
+]

@@ -1,0 +1,35 @@
+"""What each rank does in the DDP tests (run by tests/distributed/test_ddp.py on 2 gloo ranks)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+import ssd_fast
+from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
+
+
+def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full: dict) -> dict:
+    model = DistributedDataParallel(make_model())
+    loader = rank_loader(rank, world)
+    results: dict = {}
+    for mode in ("per_sample", "batch"):
+        imp, counts = counted_importance(model, loader, mode)
+        results[mode] = as_dict(imp) | {"collectives": counts}
+    results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+
+    # Rank 0 writes; every rank reads it back.
+    path = os.path.join(out_dir, "full.safetensors")
+    imp.save(path)
+    results["loaded"] = as_dict(ssd_fast.Importances.load(path, model=model))
+    results["written_by"] = sorted(os.listdir(out_dir))
+
+    # Importances computed on the plain model serve the DDP-wrapped one.
+    forget = ssd_fast.Importances(plain_forget["tensors"], **plain_forget["meta"])
+    full = ssd_fast.Importances(plain_full["tensors"], **plain_full["meta"])
+    report = ssd_fast.dampen(model, forget, full, alpha=2.0, lam=1.0)
+    results["dampened"] = {n: p.detach().clone() for n, p in model.module.state_dict().items()}
+    results["selected"] = report.per_layer()
+    torch.distributed.barrier()
+    return results
