@@ -230,10 +230,20 @@ class Importances(Mapping[str, torch.Tensor]):
     def load(
         cls, path: str | os.PathLike, *, model: nn.Module | None = None, device: torch.device | str = "cpu"
     ) -> Importances:
-        """Read a file written by `save`. Executes no code; checks it against `model` if given."""
+        """Read a file written by `save`. Executes no code; checks it against `model` if given.
+
+        A folder written by `save` from sharded importances loads onto `model`'s own
+        sharding (DTensor parameters get DTensor importances, reading only this rank's
+        part), whatever sharding it was saved from; without a model it loads whole."""
         from safetensors import safe_open
 
         path = os.fspath(path)
+        if os.path.isdir(path):  # sharded importances: a folder of per-rank files
+            tensors, meta = distributed.load_sharded(path, distributed.unwrap(model) if model is not None else None, device)
+            out = cls(tensors, **meta)
+            if model is not None:
+                out.check_model(model)
+            return out
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no importance file at {path!r}")
         try:

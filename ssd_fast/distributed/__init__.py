@@ -8,8 +8,10 @@ The core calls these hooks; each is a no-op outside a process group or for plain
 - `local_pairs`: dampen runs the kernel on each rank's local shard of DTensor
   parameters, in place, with no gather; `global_selected` sums the report's counts.
 - `sharded_percentile`: alpha="auto" over every shard exactly, by radix selection.
-- `save_sharded` / `load_sharded`: sharded importances through torch.distributed.checkpoint.
+- `save_sharded` / `load_sharded`: sharded importances as one safetensors file per rank,
+  loadable onto any sharding.
 """
+from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, world_size
 from ._importance import Counts, reduce_importance
 from ._report import global_selected
@@ -27,8 +29,10 @@ __all__ = [
     "is_dtensor",
     "is_main",
     "local",
+    "load_sharded",
     "local_pairs",
     "reduce_importance",
+    "save_sharded",
     "sharded_percentile",
     "unwrap",
     "world_size",

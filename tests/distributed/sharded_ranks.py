@@ -1,0 +1,71 @@
+"""What each rank does in the sharded tests (run by tests/distributed/test_sharded.py on 2 gloo ranks)."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import distribute_tensor
+
+import ssd_fast
+from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
+
+
+def sharded_model(world: int) -> nn.Module:
+    """make_model() under FSDP2: every layer its own unit, parameters Shard(0) DTensors."""
+    mesh = init_device_mesh("cpu", (world,))
+    model = make_model()
+    for layer in model:
+        if any(True for _ in layer.parameters()):
+            fully_shard(layer, mesh=mesh)
+    return fully_shard(model, mesh=mesh)
+
+
+def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's full state dict, gathered the way a checkpoint of it would be."""
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return {n: t.detach().clone() for n, t in state.items()}
+
+
+def _as_dtensors(imp: ssd_fast.Importances, model: nn.Module) -> ssd_fast.Importances:
+    params = dict(model.named_parameters())
+    tensors = {n: distribute_tensor(t, params[n].device_mesh, params[n].placements) for n, t in imp.items()}
+    return ssd_fast.Importances(tensors, **imp.metadata())
+
+
+def _dampen(world: int, forget, full, **kwargs) -> dict:
+    model = sharded_model(world)
+    report = ssd_fast.dampen(model, forget, full, **kwargs)
+    x = torch.linspace(-1, 1, 18).reshape(3, 6)
+    return {"state": full_state(model), "alpha": report.alpha, "selected": report.per_layer(), "out": model(x).detach()}
+
+
+def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full: dict) -> dict:
+    forget = ssd_fast.Importances(plain_forget["tensors"], **plain_forget["meta"])
+    full = ssd_fast.Importances(plain_full["tensors"], **plain_full["meta"])
+    results: dict = {}
+    # Plain full importances, sliced to each rank's shard locally; and the same as DTensors.
+    results["dampen_plain_imp"] = _dampen(world, forget, full, alpha=2.0)
+    like = sharded_model(world)
+    results["dampen_dtensor_imp"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha=2.0)
+    results["dampen_auto"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha="auto")
+
+    # Batch-mode importance of the FSDP2 model: DTensors, sharded like the parameters.
+    model = sharded_model(world)
+    imp, counts = counted_importance(model, rank_loader(rank, world), "batch")
+    results["batch"] = as_dict(imp) | {"collectives": counts}
+    results["placements"] = {n: (type(t).__name__, str(t.placements), tuple(t.to_local().shape)) for n, t in imp.items()}
+    results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+
+    # Saved from 2 ranks; loaded onto the sharded model and whole (no model).
+    path = os.path.join(out_dir, "full_sharded")
+    imp.save(path)
+    loaded = ssd_fast.Importances.load(path, model=model)
+    results["loaded_dtensor"] = all(type(t).__name__ == "DTensor" for t in loaded.values())
+    results["loaded"] = as_dict(loaded)
+    results["loaded_whole"] = as_dict(ssd_fast.Importances.load(path))
+    results["files"] = sorted(os.listdir(path))
+    return results
