@@ -69,16 +69,8 @@ class BatchGradientAccumulator:
 
 
 def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None):
-    if distributed.any_dtensor(params.values()):  # a sharded (FSDP2) model
-        if mode != "batch":
-            raise NotImplementedError(
-                "per_sample importance of a sharded (DTensor/FSDP2) model is not supported yet; use mode='batch', "
-                "or compute per_sample importances on the unsharded (plain or DDP) model: they pair with the "
-                "sharded one by name"
-            )
-        from .distributed._sharded_batch import ShardedBatchAccumulator
-
-        return ShardedBatchAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
+    if distributed.any_dtensor(params.values()):  # a sharded (FSDP2) model: see ssd_fast.distributed
+        return distributed.sharded_accumulator(mode, model, params, label_free=label_free, loss_fn=loss_fn)
     if mode == "batch":
         return BatchGradientAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
     return PerSampleAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)

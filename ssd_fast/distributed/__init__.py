@@ -5,12 +5,16 @@ The core calls these hooks; each is a no-op outside a process group or for plain
   stored importance serves the plain, DDP, DataParallel and compiled model alike.
 - `reduce_importance`: after each rank accumulated its own batches, ONE all_reduce sums
   the sums and counts, and every rank holds the global importance.
+- `sharded_accumulator`: importance of an FSDP2 model, as DTensors sharded like its
+  parameters (batch: the synchronised gradient's shard, squared; per_sample: squared
+  per layer on the unsharded tensors, then reduce-scattered).
 - `local_pairs`: dampen runs the kernel on each rank's local shard of DTensor
   parameters, in place, with no gather; `global_selected` sums the report's counts.
 - `sharded_percentile`: alpha="auto" over every shard exactly, by radix selection.
 - `save_sharded` / `load_sharded`: sharded importances as one safetensors file per rank,
   loadable onto any sharding.
 """
+from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, world_size
 from ._importance import Counts, reduce_importance
@@ -33,6 +37,7 @@ __all__ = [
     "local_pairs",
     "reduce_importance",
     "save_sharded",
+    "sharded_accumulator",
     "sharded_percentile",
     "unwrap",
     "world_size",

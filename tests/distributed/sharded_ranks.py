@@ -60,6 +60,12 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     results["placements"] = {n: (type(t).__name__, str(t.placements), tuple(t.to_local().shape)) for n, t in imp.items()}
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
 
+    # Per-sample importance of the FSDP2 model: squared per layer, then reduce-scattered.
+    model_ps = sharded_model(world)
+    imp_ps, counts_ps = counted_importance(model_ps, rank_loader(rank, world), "per_sample")
+    results["per_sample"] = as_dict(imp_ps) | {"collectives": counts_ps}
+    results["per_sample_placements"] = {n: (type(t).__name__, str(t.placements)) for n, t in imp_ps.items()}
+
     # Saved from 2 ranks; loaded onto the sharded model and whole (no model).
     path = os.path.join(out_dir, "full_sharded")
     imp.save(path)

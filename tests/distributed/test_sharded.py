@@ -81,3 +81,18 @@ def test_sharded_importances_save_per_rank_and_load_onto_the_sharding_or_whole(r
             assert result[key]["meta"] == result["batch"]["meta"]
             for name, t in result["batch"]["tensors"].items():
                 assert torch.equal(result[key]["tensors"][name], t), (key, name)
+
+
+def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(ranks):
+    want = ssd_fast.importance(make_model(), DataLoader(make_dataset(), batch_size=7), mode="per_sample", progress=False)
+    for result in ranks:
+        assert all(kind == ("DTensor", "(Shard(dim=0),)") for kind in result["per_sample_placements"].values())
+        meta = result["per_sample"]["meta"]
+        assert (meta["n_samples"], meta["n_batches"]) == (44, 6)
+        for name, t in want.items():
+            got = result["per_sample"]["tensors"][name]
+            torch.testing.assert_close(got, t, rtol=1e-6, atol=1e-6 * float(t.abs().max()))
+        # one reduce-scatter per layer per batch (3 layers x 3 batches; no gradient is formed, so
+        # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts
+        assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 9
+        assert result["per_sample"]["collectives"]["c10d::allreduce_"] == 1

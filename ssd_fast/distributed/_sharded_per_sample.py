@@ -1,0 +1,57 @@
+"""Per-sample importance of a sharded (FSDP2) model: square first, then reduce-scatter.
+
+The engine's layer rules need the layer's unsharded tensors, which FSDP2 all-gathers for
+the backward pass anyway. For each layer, the rule adds this rank's sum over its samples
+of g_i^2 into a temporary buffer of the layer's unsharded shape; one reduce-scatter then
+adds the sum over ranks into each rank's shard, and the buffer is freed. So a rank holds
+its shards plus one layer's unsharded sums at a time, and never forms a parameter
+gradient. Layers no rule covers (vmap, bare parameters) are not supported here.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .._loss import LossFn
+from ..per_sample import PerSampleAccumulator
+from ._reduce_scatter import check_shardable, reduce_scatter_add_
+from ._sharded import local
+
+
+class ShardedPerSampleAccumulator(PerSampleAccumulator):
+    """PerSampleAccumulator whose layer sums land in DTensor shards through a reduce-scatter."""
+
+    global_batches = False  # each rank's batches are batches of their own
+
+    def __init__(self, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None):
+        for name, p in params.items():
+            check_shardable(name, p)
+        self._group = next(iter(params.values())).device_mesh.get_group(0)
+        super().__init__(model, params, label_free=label_free, loss_fn=loss_fn)
+
+    def _install(self, plan, reasons=None) -> None:
+        super()._install(plan, reasons)
+        others = sorted(set(plan.bare) | set(plan.vmap))
+        if others:
+            self.close()
+            raise NotImplementedError(
+                "per_sample importance of a sharded model needs a layer rule for every parameter; "
+                f"these would need vmap or a per-sample copy: {others[:5]}"
+            )
+
+    def _layer_callback(self, layer, x: torch.Tensor):
+        add_layer_sums = super()._layer_callback(layer, x)  # adds into self._sums[full name]
+
+        def on_grad(dy: torch.Tensor) -> None:
+            shards = self._sums
+            names = list(layer.params.values())
+            buffers = {n: torch.zeros(self.params[n].shape, dtype=torch.float32, device=dy.device) for n in names}
+            self._sums = buffers
+            try:
+                add_layer_sums(dy)
+            finally:
+                self._sums = shards
+            with torch.no_grad():
+                reduce_scatter_add_([local(shards[n]) for n in names], [buffers[n] for n in names], self._group)
+
+        return on_grad
