@@ -18,6 +18,8 @@ def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full
         imp, counts = counted_importance(model, loader, mode)
         results[mode] = as_dict(imp) | {"collectives": counts}
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+    # A rank with no data still joins the reduction; the result is the other ranks' data.
+    results["rank1_empty"] = as_dict(ssd_fast.importance(model, [] if rank == 1 else loader, mode="per_sample", progress=False))
 
     # Rank 0 writes; every rank reads it back.
     path = os.path.join(out_dir, "full.safetensors")

@@ -8,7 +8,7 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import distribute_tensor
+from torch.distributed.tensor import Replicate, distribute_tensor
 
 import ssd_fast
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
@@ -43,6 +43,37 @@ def _dampen(world: int, forget, full, **kwargs) -> dict:
     return {"state": full_state(model), "alpha": report.alpha, "selected": report.per_layer(), "out": model(x).detach()}
 
 
+class _Scale(nn.Module):
+    """A module no per-sample rule covers (its parameter would need vmap)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def _refusals(world: int, forget, full) -> dict:
+    out = {}
+    model = sharded_model(world)
+    before = full_state(model)
+    replicated = {n: distribute_tensor(t, p.device_mesh, [Replicate()]) for (n, t), p in zip(full.items(), model.parameters())}
+    try:
+        ssd_fast.dampen(model, forget, ssd_fast.Importances(replicated, **full.metadata()), alpha=2.0)
+    except ValueError as e:
+        out["placements"] = str(e)
+    after = full_state(model)
+    out["unchanged"] = all(torch.equal(after[n], t) for n, t in before.items())
+    mesh = init_device_mesh("cpu", (world,))
+    odd = fully_shard(nn.Sequential(nn.Linear(6, 5), _Scale()), mesh=mesh)
+    try:
+        ssd_fast.importance(odd, rank_loader(0, world), mode="per_sample", progress=False)
+    except NotImplementedError as e:
+        out["vmap"] = str(e)
+    return out
+
+
 def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full: dict) -> dict:
     forget = ssd_fast.Importances(plain_forget["tensors"], **plain_forget["meta"])
     full = ssd_fast.Importances(plain_full["tensors"], **plain_full["meta"])
@@ -52,6 +83,9 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     like = sharded_model(world)
     results["dampen_dtensor_imp"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha=2.0)
     results["dampen_auto"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha="auto")
+
+    # Refusals come before the first write, on every rank alike (so no rank waits on another).
+    results["refusals"] = _refusals(world, forget, full)
 
     # Batch-mode importance of the FSDP2 model: DTensors, sharded like the parameters.
     model = sharded_model(world)

@@ -86,3 +86,10 @@ def test_plain_importances_dampen_the_ddp_model_as_the_plain_one(ranks):
         assert result["selected"] == report.per_layer()
         for name, t in model.state_dict().items():
             assert torch.equal(result["dampened"][name], t), name
+
+
+def test_a_rank_without_data_joins_and_every_rank_gets_the_others_result(ranks):
+    want = _plain("per_sample", list(rank_loader(0, WORLD)))
+    for result in ranks:
+        _assert_close(result["rank1_empty"]["tensors"], want, rtol=1e-6)
+        assert result["rank1_empty"]["meta"]["n_samples"] == 22

@@ -96,3 +96,11 @@ def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(r
         # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts
         assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 9
         assert result["per_sample"]["collectives"]["c10d::allreduce_"] == 1
+
+
+def test_refusals_come_before_any_write_and_on_every_rank(ranks):
+    for result in ranks:
+        refusals = result["refusals"]
+        assert "sharded as (Replicate(),)" in refusals["placements"]
+        assert refusals["unchanged"]
+        assert "needs a layer rule for every parameter" in refusals["vmap"] and "1.scale" in refusals["vmap"]
