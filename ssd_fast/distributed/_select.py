@@ -6,12 +6,13 @@ integer order is the float order; a histogram of the top 16 bits, summed over ra
 (one all_reduce), finds the bucket holding the k-th smallest value; a histogram of the
 low 16 bits inside that bucket (a second all_reduce) finds the value itself. Two
 collectives of 64 Ki counts per needed rank (two ranks k for the interpolation, sent
-together), and the result is the same fp32 value a sort of all the ratios would give.
+together), computing the ratios one tensor at a time, twice, so that only one tensor's
+ratios are held at once; and the result is the same fp32 value a sort of all the ratios would give.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import torch
 import torch.distributed as dist
@@ -50,17 +51,36 @@ def _find(counts: torch.Tensor, k: int) -> tuple[int, int]:
     return bucket, int(cumulative[bucket - 1]) if bucket else 0
 
 
-def _high_histogram(keys: torch.Tensor, device: torch.device) -> torch.Tensor:
+def _local_keys(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[torch.Tensor]:
+    """Keys of this rank's finite f/d, one tensor at a time, over the shards it owns
+    (each element counted once over all ranks); one tensor's keys live at a time."""
+    for f, d in pairs:
+        if owns(f):
+            ratio = local(f).float() / shard_like(d, f, "full").float()
+            yield _keys(ratio[torch.isfinite(ratio)])
+
+
+def _device(pairs: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.device:
+    return local(pairs[0][0]).device if pairs else torch.device("cpu")
+
+
+def _high_histogram(pairs: list, device: torch.device) -> torch.Tensor:
     """Counts over all ranks of each key's top 16 bits (one all_reduce)."""
-    return _summed(torch.bincount(keys >> _HALF, minlength=_BINS).to(device))
+    hist = torch.zeros(_BINS, dtype=torch.int64, device=device)
+    for keys in _local_keys(pairs):
+        hist += torch.bincount(keys >> _HALF, minlength=_BINS)
+    return _summed(hist)
 
 
-def _select(keys: torch.Tensor, high: torch.Tensor, ks: list[int], device: torch.device) -> list[float]:
-    """The ks-th smallest (0-based) over all ranks' `keys`, given their summed top-bit
+def _select(pairs: list, high: torch.Tensor, ks: list[int], device: torch.device) -> list[float]:
+    """The ks-th smallest (0-based) key values over all ranks, given their summed top-bit
     histogram `high`; one all_reduce, and the same list on every rank."""
     found = [_find(high, k) for k in ks]
-    low_hists = [torch.bincount(keys[(keys >> _HALF) == b] & (_BINS - 1), minlength=_BINS) for b, _ in found]
-    low = _summed(torch.stack(low_hists).to(device))
+    low = torch.zeros((len(ks), _BINS), dtype=torch.int64, device=device)
+    for keys in _local_keys(pairs):
+        for i, (bucket, _) in enumerate(found):
+            low[i] += torch.bincount(keys[(keys >> _HALF) == bucket] & (_BINS - 1), minlength=_BINS)
+    low = _summed(low)
     out = []
     for i, (k, (bucket, before)) in enumerate(zip(ks, found)):
         rest, _ = _find(low[i], k - before)
@@ -68,33 +88,20 @@ def _select(keys: torch.Tensor, high: torch.Tensor, ks: list[int], device: torch
     return out
 
 
-def _local_keys(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.device]:
-    """Keys of this rank's finite f/d over the shards it owns (each element counted once)."""
-    chunks, device = [], torch.device("cpu")
-    for f, d in pairs:
-        f_local = local(f)
-        device = f_local.device
-        if not owns(f):
-            continue
-        ratio = f_local.float() / shard_like(d, f, "full").float()
-        chunks.append(_keys(ratio[torch.isfinite(ratio)]))
-    keys = torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.int64, device=device)
-    return keys, device
-
-
 def sharded_percentile(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], q: float) -> float | None:
     """The q-th percentile (numpy's linear interpolation) of the finite f/d over all shards.
 
     The same fp32 order statistics as a sort of every ratio, so the same alpha as one
     process holding the whole model. None when no ratio is finite anywhere. Every rank
-    must call it: two all_reduces.
+    must call it: two all_reduces. Memory: one tensor's ratios and keys at a time.
     """
-    keys, device = _local_keys(pairs)
-    high = _high_histogram(keys, device)
+    pairs = list(pairs)
+    device = _device(pairs)
+    high = _high_histogram(pairs, device)
     total = int(high.sum().item())
     if total == 0:
         return None
     position = q / 100.0 * (total - 1)
     lo, hi = math.floor(position), math.ceil(position)
-    low_value, high_value = _select(keys, high, [lo, hi], device)
+    low_value, high_value = _select(pairs, high, [lo, hi], device)
     return float(low_value + (high_value - low_value) * (position - lo))

@@ -2,10 +2,11 @@
 
 The engine's layer rules need the layer's unsharded tensors, which FSDP2 all-gathers for
 the backward pass anyway. For each layer, the rule adds this rank's sum over its samples
-of g_i^2 into a temporary buffer of the layer's unsharded shape; one reduce-scatter then
-adds the sum over ranks into each rank's shard, and the buffer is freed. So a rank holds
-its shards plus one layer's unsharded sums at a time, and never forms a parameter
-gradient. Layers no rule covers (vmap, bare parameters) are not supported here.
+of g_i^2 into temporary buffers of the layer's unsharded shapes (padded so that each is
+the reduce-scatter's input as it is); one reduce-scatter per tensor adds the sum over
+ranks into each rank's shard, and the buffer is freed. So a rank holds its shards plus
+one layer's unsharded sums at a time, and never forms a parameter gradient. Layers no
+rule covers (vmap, bare parameters) are not supported here.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from .._loss import LossFn
 from ..per_sample import PerSampleAccumulator
-from ._reduce_scatter import check_shardable, reduce_scatter_add_
+from ._reduce_scatter import check_shardable, padded_zeros, reduce_scatter_add_
 from ._sharded import local
 
 
@@ -45,13 +46,14 @@ class ShardedPerSampleAccumulator(PerSampleAccumulator):
         def on_grad(dy: torch.Tensor) -> None:
             shards = self._sums
             names = list(layer.params.values())
-            buffers = {n: torch.zeros(self.params[n].shape, dtype=torch.float32, device=dy.device) for n in names}
-            self._sums = buffers
+            padded = {n: padded_zeros(self.params[n], dy.device) for n in names}
+            self._sums = {n: padded[n][: self.params[n].shape[0]] for n in names}  # unsharded rows
             try:
                 add_layer_sums(dy)
             finally:
                 self._sums = shards
             with torch.no_grad():
-                reduce_scatter_add_([local(shards[n]) for n in names], [buffers[n] for n in names], self._group)
+                for n in names:  # in the same order on every rank
+                    reduce_scatter_add_(local(shards[n]), padded.pop(n), self._group)
 
         return on_grad

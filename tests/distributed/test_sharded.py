@@ -92,9 +92,9 @@ def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(r
         for name, t in want.items():
             got = result["per_sample"]["tensors"][name]
             torch.testing.assert_close(got, t, rtol=1e-6, atol=1e-6 * float(t.abs().max()))
-        # one reduce-scatter per layer per batch (3 layers x 3 batches; no gradient is formed, so
+        # one reduce-scatter per tensor per batch (6 tensors x 3 batches; no gradient is formed, so
         # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts
-        assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 9
+        assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 18
         assert result["per_sample"]["collectives"]["c10d::allreduce_"] == 1
 
 
