@@ -26,6 +26,12 @@ def model_fingerprint(model: nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by the names importances use: the unwrapped module's
+    (DDP, DataParallel and torch.compile add a prefix; see ssd_fast.distributed.unwrap)."""
+    return dict(unwrap(model).named_parameters())
+
+
 def _preview(names: list[str], limit: int = 5) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
@@ -46,7 +52,7 @@ def pair_with_model(
     present or absent in `tensors`; they are never dampened. Names the model does not
     have are an error.
     """
-    params = dict(unwrap(model).named_parameters()) if isinstance(model, nn.Module) else model
+    params = named_parameters(model) if isinstance(model, nn.Module) else model
     extra = [n for n in tensors if n not in params]
     missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
     if extra or missing:

@@ -16,7 +16,7 @@ from torch import nn
 
 from . import _ops, distributed, reference
 from .auto_alpha import resolve_auto_alpha
-from ._pairing import pair_with_model
+from ._pairing import named_parameters, pair_with_model
 from .importance import importance
 from .importances import Importances
 from .report import DampenReport, LayerSelection
@@ -78,7 +78,7 @@ def _check_compatible(forget: Importances, full: Importances) -> None:
 
 
 def _pairs(model: nn.Module, forget: Importances, full: Importances) -> list[Pair]:
-    params = dict(distributed.unwrap(model).named_parameters())
+    params = named_parameters(model)
     f_pairs = pair_with_model(params, forget, "forget", check_device=True)
     d_pairs = pair_with_model(params, full, "full", check_device=True)
     return [(name, p, f, d) for (name, p, f), (_, _, d) in zip(f_pairs, d_pairs)]

@@ -5,9 +5,12 @@ imports this package.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from torch import nn
 
-from .._loss import LossFn
+if TYPE_CHECKING:
+    from .._loss import LossFn
 
 
 def sharded_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None):

@@ -42,6 +42,7 @@ def test_per_sample_equals_one_process_over_the_union_on_every_rank(ranks):
     for result in ranks:
         _assert_close(result["per_sample"]["tensors"], want, rtol=1e-6)
         assert result["per_sample"]["meta"]["n_samples"] == want.n_samples == 44
+        assert result["per_sample"]["meta"]["fingerprint"] == want.fingerprint  # plain names, not module.*
 
 
 def test_batch_mode_equals_one_process_reading_every_ranks_batches(ranks):
