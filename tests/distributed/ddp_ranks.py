@@ -1,6 +1,8 @@
 """What each rank does in the DDP tests (run by tests/distributed/test_ddp.py on 2 gloo ranks)."""
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 
 import torch
@@ -18,6 +20,9 @@ def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full
         imp, counts = counted_importance(model, loader, mode)
         results[mode] = as_dict(imp) | {"collectives": counts}
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+    with contextlib.redirect_stderr(io.StringIO()) as err:  # tqdm writes to stderr
+        ssd_fast.importance(model, loader, mode="batch", progress=True)
+    results["progress"] = err.getvalue()
     # A rank with no data still joins the reduction; the result is the other ranks' data.
     results["rank1_empty"] = as_dict(ssd_fast.importance(model, [] if rank == 1 else loader, mode="per_sample", progress=False))
 

@@ -8,20 +8,24 @@ from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import Replicate, distribute_tensor
+from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import ssd_fast
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
 
 
-def sharded_model(world: int) -> nn.Module:
-    """make_model() under FSDP2: every layer its own unit, parameters Shard(0) DTensors."""
+def sharded_model(world: int, placement: Shard = Shard(0)) -> nn.Module:
+    """make_model() under FSDP2: every layer its own unit, parameters sharded over dim 0 by default."""
     mesh = init_device_mesh("cpu", (world,))
     model = make_model()
+
+    def place(p: nn.Parameter) -> Shard:
+        return placement if p.dim() > placement.dim else Shard(0)
+
     for layer in model:
         if any(True for _ in layer.parameters()):
-            fully_shard(layer, mesh=mesh)
-    return fully_shard(model, mesh=mesh)
+            fully_shard(layer, mesh=mesh, shard_placement_fn=place)
+    return fully_shard(model, mesh=mesh, shard_placement_fn=place)
 
 
 def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -71,6 +75,11 @@ def _refusals(world: int, forget, full) -> dict:
         ssd_fast.importance(odd, rank_loader(0, world), mode="per_sample", progress=False)
     except NotImplementedError as e:
         out["vmap"] = str(e)
+    partly = nn.Sequential(fully_shard(nn.Linear(6, 5), mesh=mesh), nn.Linear(5, 5))  # the root is not sharded
+    try:
+        ssd_fast.importance(partly, rank_loader(0, world), mode="batch", progress=False)
+    except ValueError as e:
+        out["partly"] = str(e)
     return out
 
 
@@ -108,4 +117,9 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     results["loaded"] = as_dict(loaded)
     results["loaded_whole"] = as_dict(ssd_fast.Importances.load(path))
     results["files"] = sorted(os.listdir(path))
+    # ... and onto another sharding: dim 1 instead of dim 0.
+    by_columns = sharded_model(world, placement=Shard(1))
+    resharded = ssd_fast.Importances.load(path, model=by_columns)
+    results["resharded_placements"] = {n: str(t.placements) for n, t in resharded.items()}
+    results["resharded"] = as_dict(resharded)
     return results

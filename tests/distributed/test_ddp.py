@@ -94,3 +94,8 @@ def test_a_rank_without_data_joins_and_every_rank_gets_the_others_result(ranks):
     for result in ranks:
         _assert_close(result["rank1_empty"]["tensors"], want, rtol=1e-6)
         assert result["rank1_empty"]["meta"]["n_samples"] == 22
+
+
+def test_progress_bar_on_rank_zero_only(ranks):
+    assert "importance (batch)" in ranks[0]["progress"]
+    assert ranks[1]["progress"] == ""

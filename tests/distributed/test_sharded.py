@@ -77,7 +77,8 @@ def test_sharded_importances_save_per_rank_and_load_onto_the_sharding_or_whole(r
     for result in ranks:
         assert result["files"] == ["rank00000.safetensors", "rank00001.safetensors"]
         assert result["loaded_dtensor"]
-        for key in ("loaded", "loaded_whole"):
+        assert result["resharded_placements"]["0.weight"] == "(Shard(dim=1),)"
+        for key in ("loaded", "loaded_whole", "resharded"):
             assert result[key]["meta"] == result["batch"]["meta"]
             for name, t in result["batch"]["tensors"].items():
                 assert torch.equal(result[key]["tensors"][name], t), (key, name)
@@ -104,3 +105,4 @@ def test_refusals_come_before_any_write_and_on_every_rank(ranks):
         assert "sharded as (Replicate(),)" in refusals["placements"]
         assert refusals["unchanged"]
         assert "needs a layer rule for every parameter" in refusals["vmap"] and "1.scale" in refusals["vmap"]
+        assert "needs every trainable parameter sharded" in refusals["partly"] and "1.weight" in refusals["partly"]
