@@ -142,7 +142,7 @@ def importance(
     trainable = {n: p for n, p in all_params.items() if p.requires_grad}
     if not trainable:
         raise ValueError("the model has no parameters with requires_grad=True, so nothing has an importance")
-    sums = {n: distributed.fp32_zeros_like(p) for n, p in all_params.items()}
+    sums = distributed.importance_sums(all_params)
     accumulate = _make_accumulator(mode, model, trainable, label_free, loss_fn)
 
     n_samples = n_batches = 0

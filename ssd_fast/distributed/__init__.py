@@ -3,8 +3,9 @@
 The core calls these hooks; each is a no-op outside a process group or for plain tensors.
 - `unwrap`: importances are keyed by the innermost module's parameter names, so one
   stored importance serves the plain, DDP, DataParallel and compiled model alike.
-- `reduce_importance`: after each rank accumulated its own batches, ONE all_reduce sums
-  the sums and counts, and every rank holds the global importance.
+- `importance_sums` / `reduce_importance`: each rank accumulates its own batches into
+  views of one flat buffer; ONE all_reduce of that buffer sums the sums and counts, and
+  every rank holds the global importance.
 - `sharded_accumulator`: importance of an FSDP2 model, as DTensors sharded like its
   parameters (batch: the synchronised gradient's shard, squared; per_sample: squared
   per layer on the unsharded tensors, then reduce-scattered).
@@ -18,6 +19,7 @@ from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, world_size
 from ._importance import Counts, reduce_importance
+from ._reduce import importance_sums
 from ._report import global_selected
 from ._select import sharded_percentile
 from ._sharded import any_dtensor, fp32_zeros_like, is_dtensor, local, local_pairs
@@ -30,6 +32,7 @@ __all__ = [
     "barrier",
     "fp32_zeros_like",
     "global_selected",
+    "importance_sums",
     "is_dtensor",
     "is_main",
     "local",

@@ -1,8 +1,8 @@
 """Finishing an importance() call inside a process group: one all_reduce over ranks.
 
-Every rank accumulates its own batches locally; then one collective sums the plain
-(replicated-parameter) sums and the sample, batch and batch-size counts, so every rank
-holds the global result. Sums of sharded (DTensor) parameters are not reduced: each
+Every rank accumulates its own batches locally, into sums laid out for the collective
+(see _reduce.importance_sums); then one collective sums the plain (replicated-parameter)
+sums and the sample, batch and batch-size counts, so every rank holds the global result. Sums of sharded (DTensor) parameters are not reduced: each
 rank's shard already holds the global value (see _sharded_batch).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from ._group import active, world_size
-from ._reduce import all_reduce_sums
+from ._reduce import FlatSums, all_reduce_sums
 from ._sharded import is_dtensor, local
 
 
@@ -39,7 +39,7 @@ def reduce_importance(sums: dict[str, torch.Tensor], counts: Counts, *, global_b
     """
     if not active():
         return counts
-    plain = [s for s in sums.values() if not is_dtensor(s)]
+    plain = sums if isinstance(sums, FlatSums) else [s for s in sums.values() if not is_dtensor(s)]
     n_samples, n_batches, first = all_reduce_sums(
         plain, [counts.n_samples, counts.n_batches, counts.batch_size or 0], _buffer_device(list(sums.values()))
     )

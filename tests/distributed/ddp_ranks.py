@@ -20,6 +20,7 @@ def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full
         imp, counts = counted_importance(model, loader, mode)
         results[mode] = as_dict(imp) | {"collectives": counts}
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+    results["one_buffer"] = len({t.untyped_storage().data_ptr() for t in imp.values()}) == 1  # reduced with no copy
     with contextlib.redirect_stderr(io.StringIO()) as err:  # tqdm writes to stderr
         ssd_fast.importance(model, loader, mode="batch", progress=True)
     results["progress"] = err.getvalue()

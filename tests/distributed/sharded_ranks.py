@@ -14,13 +14,13 @@ import ssd_fast
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
 
 
-def sharded_model(world: int, placement: Shard = Shard(0)) -> nn.Module:
+def sharded_model(world: int, shard_dim: int = 0) -> nn.Module:
     """make_model() under FSDP2: every layer its own unit, parameters sharded over dim 0 by default."""
     mesh = init_device_mesh("cpu", (world,))
     model = make_model()
 
     def place(p: nn.Parameter) -> Shard:
-        return placement if p.dim() > placement.dim else Shard(0)
+        return Shard(shard_dim if p.dim() > shard_dim else 0)
 
     for layer in model:
         if any(True for _ in layer.parameters()):
@@ -118,7 +118,7 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     results["loaded_whole"] = as_dict(ssd_fast.Importances.load(path))
     results["files"] = sorted(os.listdir(path))
     # ... and onto another sharding: dim 1 instead of dim 0.
-    by_columns = sharded_model(world, placement=Shard(1))
+    by_columns = sharded_model(world, shard_dim=1)
     resharded = ssd_fast.Importances.load(path, model=by_columns)
     results["resharded_placements"] = {n: str(t.placements) for n, t in resharded.items()}
     results["resharded"] = as_dict(resharded)

@@ -68,6 +68,7 @@ def test_one_collective_per_importance_call_and_grads_untouched(ranks):
         for mode in ("per_sample", "batch"):
             assert result[mode]["collectives"] == {"c10d::allreduce_": 1}
         assert result["grads_untouched"]
+        assert result["one_buffer"]
 
 
 def test_rank_zero_writes_and_every_rank_loads(ranks):
