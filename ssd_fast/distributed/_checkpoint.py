@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ._group import active, barrier
-from ._sharded import fp32_zeros_like, is_dtensor, owns
+from ._sharded import fp32_zeros_like, is_dtensor, local, owns
 
 FORMAT = "ssd_fast.importances.sharded"
 VERSION = "1"
@@ -33,7 +33,7 @@ def _block(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     from torch.distributed.tensor._utils import compute_local_shape_and_global_offset
 
     _, offset = compute_local_shape_and_global_offset(t.shape, t.device_mesh, t.placements)
-    return t.to_local(), tuple(offset)
+    return local(t), tuple(offset)
 
 
 def save_sharded(tensors: dict[str, torch.Tensor], meta: dict, path: str | os.PathLike) -> None:

@@ -29,8 +29,14 @@ def any_dtensor(tensors: Iterable[object]) -> bool:
 
 
 def local(t: torch.Tensor) -> torch.Tensor:
-    """This rank's part of `t` (the tensor itself when it is not a DTensor); shares storage."""
-    return t.to_local() if is_dtensor(t) else t
+    """This rank's part of `t` (the tensor itself when it is not a DTensor); shares storage.
+
+    Taken outside autograd: every caller reads or edits values in place, and a view with
+    autograd history would tie those edits to the parameter's graph."""
+    if not is_dtensor(t):
+        return t
+    with torch.no_grad():
+        return t.to_local()
 
 
 def fp32_zeros_like(p: torch.Tensor) -> torch.Tensor:
@@ -70,7 +76,7 @@ def shard_like(t: torch.Tensor, param: torch.Tensor, name: str) -> torch.Tensor:
             f"importance for {name!r} is sharded as {tuple(t.placements)} on {t.device_mesh}, the parameter as "
             f"{tuple(param.placements)} on {param.device_mesh}; compute it on the same sharded model"
         )
-    return t.to_local()
+    return local(t)
 
 
 def local_pairs(pairs: list[tuple]) -> list[tuple]:
