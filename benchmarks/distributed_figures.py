@@ -76,7 +76,8 @@ def fsdp_model(layers: int, width: int, world: int) -> nn.Module:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, default=16)
-    parser.add_argument("--width", type=int, default=256)
+    parser.add_argument("--width", type=int, default=1024)
+    parser.add_argument("--out", help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dist.init_process_group("gloo")
@@ -86,7 +87,9 @@ def main() -> None:
 
     ddp = DistributedDataParallel(build(args.layers, args.width))
     for mode in ("batch", "per_sample"):
-        rows[f"ddp_{mode}_collectives"] = collectives(lambda m=mode: ssd_fast.importance(ddp, data, mode=m, progress=False))[1]
+        run = lambda m=mode: ssd_fast.importance(ddp, data, mode=m, progress=False)  # noqa: E731
+        rows[f"ddp_{mode}_collectives"] = collectives(run)[1]
+        rows[f"ddp_{mode}_peak_rise_bytes"] = peak_rise(run)[1]  # the sums are the whole model's
 
     model = fsdp_model(args.layers, args.width, world)
     full_bytes = sum(p.numel() * 4 for p in model.parameters())
@@ -112,6 +115,9 @@ def main() -> None:
         keys = [k for k in rows if k.endswith("peak_rise_bytes")]
         summary = {k: max(g[k] for g in gathered) for k in keys}
         print(json.dumps({"rank0": rows, "max_over_ranks": summary}, indent=1))
+        if args.out:
+            with open(args.out, "w") as f:
+                json.dump({"rank0": rows, "max_over_ranks": summary}, f, indent=1)
     dist.destroy_process_group()
 
 
