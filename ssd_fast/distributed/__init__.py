@@ -11,6 +11,8 @@ The core calls these hooks; each is a no-op outside a process group or for plain
   per layer on the unsharded tensors, then reduce-scattered).
 - `local_pairs`: dampen runs the kernel on each rank's local shard of DTensor
   parameters, in place, with no gather; `global_selected` sums the report's counts.
+- `read_positions`: a few elements of sharded tensors by global position (a checkpoint
+  probe), the values a whole tensor would give, in one all_reduce.
 - `sharded_percentile`: alpha="auto" over every shard exactly, by radix selection.
 - `save_sharded` / `load_sharded`: sharded importances as one safetensors file per rank,
   loadable onto any sharding.
@@ -19,6 +21,7 @@ from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, world_size
 from ._importance import Counts, reduce_importance
+from ._positions import read_positions
 from ._reduce import importance_sums
 from ._report import global_selected
 from ._select import sharded_percentile
@@ -38,6 +41,7 @@ __all__ = [
     "local",
     "load_sharded",
     "local_pairs",
+    "read_positions",
     "reduce_importance",
     "save_sharded",
     "sharded_accumulator",

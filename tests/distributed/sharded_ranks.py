@@ -11,6 +11,8 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import ssd_fast
+from ssd_fast.distributed import read_positions
+from tests.distributed.collectives import count_collectives
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
 
 
@@ -92,6 +94,13 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     like = sharded_model(world)
     results["dampen_dtensor_imp"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha=2.0)
     results["dampen_auto"] = _dampen(world, _as_dtensors(forget, like), _as_dtensors(full, like), alpha="auto")
+
+    # A few elements by global position (what a checkpoint probe reads), in one collective.
+    probed = sharded_model(world)
+    items = [(p, [0, p.numel() // 2, p.numel() - 1]) for p in probed.parameters()]
+    with count_collectives() as counts:
+        results["positions"] = read_positions(items)
+    results["positions_collectives"] = dict(counts)
 
     # Refusals come before the first write, on every rank alike (so no rank waits on another).
     results["refusals"] = _refusals(world, forget, full)
