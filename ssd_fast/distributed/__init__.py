@@ -1,6 +1,7 @@
 """ssd_fast under torch.distributed: DDP, DataParallel, torch.compile and FSDP2 / DTensor.
 
 The core calls these hooks; each is a no-op outside a process group or for plain tensors.
+For users: `rank_local()`, a block in which ssd_fast ignores the process group.
 - `unwrap`: importances are keyed by the innermost module's parameter names, so one
   stored importance serves the plain, DDP, DataParallel and compiled model alike.
 - `importance_sums` / `reduce_importance`: each rank accumulates its own batches into
@@ -19,7 +20,7 @@ The core calls these hooks; each is a no-op outside a process group or for plain
 """
 from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
-from ._group import active, barrier, is_main, world_size
+from ._group import active, barrier, is_main, rank_local, world_size
 from ._importance import Counts, reduce_importance
 from ._positions import read_positions
 from ._reduce import importance_sums
@@ -42,6 +43,7 @@ __all__ = [
     "load_sharded",
     "local_pairs",
     "read_positions",
+    "rank_local",
     "reduce_importance",
     "save_sharded",
     "sharded_accumulator",

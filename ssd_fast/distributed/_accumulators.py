@@ -9,12 +9,15 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from ._group import refuse_rank_local
+
 if TYPE_CHECKING:
     from .._loss import LossFn
 
 
 def sharded_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None):
     """The batch or per_sample accumulator for a model whose parameters are DTensors."""
+    refuse_rank_local("importance")
     if mode == "batch":
         from ._sharded_batch import ShardedBatchAccumulator
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 import torch
 import torch.distributed as dist
 
-from ._group import active
+from ._group import active, refuse_rank_local
 
 
 def is_dtensor(t: object) -> bool:
@@ -88,4 +88,5 @@ def local_pairs(pairs: list[tuple]) -> list[tuple]:
     """
     if not any(is_dtensor(t) for pair in pairs for t in pair[1:]):
         return pairs
+    refuse_rank_local("dampen")
     return [(n, local(p), shard_like(f, p, n), shard_like(d, p, n)) for n, p, f, d in pairs]

@@ -9,6 +9,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 import ssd_fast
+from ssd_fast.distributed import rank_local
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
 
 
@@ -21,6 +22,9 @@ def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full
         results[mode] = as_dict(imp) | {"collectives": counts}
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
     results["one_buffer"] = len({t.untyped_storage().data_ptr() for t in imp.values()}) == 1  # reduced with no copy
+    if rank == 0:  # rank 0 alone, on data only it reads: no collective, so no wait for rank 1
+        with rank_local():
+            results["rank_local"] = as_dict(ssd_fast.importance(model, loader, mode="per_sample", progress=False))
     with contextlib.redirect_stderr(io.StringIO()) as err:  # tqdm writes to stderr
         ssd_fast.importance(model, loader, mode="batch", progress=True)
     results["progress"] = err.getvalue()

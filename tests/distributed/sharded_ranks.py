@@ -11,7 +11,7 @@ from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Replicate, Shard, distribute_tensor
 
 import ssd_fast
-from ssd_fast.distributed import read_positions
+from ssd_fast.distributed import rank_local, read_positions
 from tests.distributed.collectives import count_collectives
 from tests.distributed.workloads import as_dict, counted_importance, make_model, rank_loader
 
@@ -77,6 +77,11 @@ def _refusals(world: int, forget, full) -> dict:
         ssd_fast.importance(odd, rank_loader(0, world), mode="per_sample", progress=False)
     except NotImplementedError as e:
         out["vmap"] = str(e)
+    with rank_local():
+        try:
+            ssd_fast.importance(model, rank_loader(0, world), progress=False)
+        except ValueError as e:
+            out["rank_local"] = str(e)
     partly = nn.Sequential(fully_shard(nn.Linear(6, 5), mesh=mesh), nn.Linear(5, 5))  # the root is not sharded
     try:
         ssd_fast.importance(partly, rank_loader(0, world), mode="batch", progress=False)

@@ -100,3 +100,9 @@ def test_a_rank_without_data_joins_and_every_rank_gets_the_others_result(ranks):
 def test_progress_bar_on_rank_zero_only(ranks):
     assert "importance (batch)" in ranks[0]["progress"]
     assert ranks[1]["progress"] == ""
+
+
+def test_rank_local_block_covers_that_ranks_data_alone(ranks):
+    want = _plain("per_sample", list(rank_loader(0, WORLD)))
+    _assert_close(ranks[0]["rank_local"]["tensors"], want, rtol=1e-6)
+    assert ranks[0]["rank_local"]["meta"]["n_samples"] == 22
