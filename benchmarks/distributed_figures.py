@@ -10,6 +10,7 @@ fixed at 64 KiB, every tensor buffer is its own mapping, returned to the system 
 freed, so resident memory follows the live tensors. (The profiler's memory total is not
 used: it misses frees that happen on gloo's threads.) Rank 0 prints JSON.
 """
+
 from __future__ import annotations
 
 import argparse

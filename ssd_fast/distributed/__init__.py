@@ -18,6 +18,7 @@ For users: `rank_local()`, a block in which ssd_fast ignores the process group.
 - `save_sharded` / `load_sharded`: sharded importances as one safetensors file per rank,
   loadable onto any sharding.
 """
+
 from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, rank_local, world_size

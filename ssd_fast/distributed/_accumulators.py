@@ -3,6 +3,7 @@
 Imported lazily: the accumulators build on the core (importance, per_sample), which
 imports this package.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -15,7 +16,9 @@ if TYPE_CHECKING:
     from .._loss import LossFn
 
 
-def sharded_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None):
+def sharded_accumulator(
+    mode: str, model: nn.Module, params: dict[str, nn.Parameter], *, label_free: bool, loss_fn: LossFn | None
+):
     """The batch or per_sample accumulator for a model whose parameters are DTensors."""
     refuse_rank_local("importance")
     if mode == "batch":

@@ -8,6 +8,7 @@ block starts, so a rank can load onto any sharding (another world size, or the p
 model) by reading only the parts of the blocks that overlap its own shard. Each element
 is written once: by the rank that owns it (see _sharded.owns).
 """
+
 from __future__ import annotations
 
 import json
@@ -126,9 +127,8 @@ def load_sharded(
         with torch.no_grad():
             copied = _fill(block, offset, name, parts)
         if copied != block.numel():
-            raise ValueError(f"{os.fspath(path)!r} covers {copied} of the {block.numel()} values of {name!r} this rank needs")
+            raise ValueError(
+                f"{os.fspath(path)!r} covers {copied} of the {block.numel()} values of {name!r} this rank needs"
+            )
         tensors[name] = target
     return tensors, headers[0][1]
-
-
-

@@ -4,6 +4,7 @@
 computing a forget importance on data only it holds): within the block ssd_fast acts as
 a single process and waits for no other rank.
 """
+
 from __future__ import annotations
 
 import contextlib

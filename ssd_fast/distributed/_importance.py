@@ -5,6 +5,7 @@ Every rank accumulates its own batches locally, into sums laid out for the colle
 sums and the sample, batch and batch-size counts, so every rank holds the global result. Sums of sharded (DTensor) parameters are not reduced: each
 rank's shard already holds the global value (see _sharded_batch).
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple

@@ -5,6 +5,7 @@ same values on a sharded model as on the whole one. Each rank reads the position
 fall in its own block, the others add 0, and one all_reduce of all the values, for all
 the tensors at once, gives every rank every value. Plain tensors are read directly.
 """
+
 from __future__ import annotations
 
 import torch

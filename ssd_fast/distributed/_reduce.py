@@ -7,6 +7,7 @@ is (no flattening copy of a model-sized tensor). A count does not fit fp32 exact
 stays below 2**24, where fp32 holds every integer exactly. Sums that cannot share one
 buffer (parameters on several devices) are copied into one for the collective instead.
 """
+
 from __future__ import annotations
 
 import math

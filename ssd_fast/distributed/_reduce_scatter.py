@@ -5,6 +5,7 @@ shorter or empty. The sums are formed in a buffer padded to world equal chunks, 
 buffer itself is the reduce-scatter's input, with no copy: every rank receives the sum
 over ranks of its own chunk and adds its rows into its shard.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Selected counts of a dampen over a sharded model: this rank's shards, summed over ranks."""
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ collectives of 64 Ki counts per needed rank (two ranks k for the interpolation, 
 together), computing the ratios one tensor at a time, twice, so that only one tensor's
 ratios are held at once; and the result is the same fp32 value a sort of all the ratios would give.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,6 +6,7 @@ unsharded model and loaded whole); the latter is sliced to this rank's shard loc
 A rank "owns" its shard when it sits at coordinate 0 on every mesh dim the tensor is
 replicated over, so that counts over all ranks see each element once.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable

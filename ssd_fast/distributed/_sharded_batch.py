@@ -8,6 +8,7 @@ union of the ranks' batches at that step (with equal per-rank batch sizes, its g
 is that of the mean loss over the union), and each rank squares its own shard of it.
 The caller's `.grad` fields are set aside at the start and put back by `close()`.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ ranks into each rank's shard, and the buffer is freed. So a rank holds its shard
 one layer's unsharded sums at a time, and never forms a parameter gradient. Layers no
 rule covers (vmap, bare parameters) are not supported here.
 """
+
 from __future__ import annotations
 
 import torch

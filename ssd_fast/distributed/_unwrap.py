@@ -6,6 +6,7 @@ importances by the innermost module's names lets one stored importance serve the
 wrapped and compiled model alike. FSDP2 (`fully_shard`) keeps the module's own names,
 so it needs nothing here.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -4,6 +4,7 @@ Every collective, from Python or from C++ (DDP's reducer, FSDP2), goes through a
 dispatcher op in the `c10d` namespace (c10d::allreduce_, c10d::broadcast_, ...), which the
 profiler records. Counting those ops counts the collectives.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -1,4 +1,5 @@
 """What each rank does in the DDP tests (run by tests/distributed/test_ddp.py on 2 gloo ranks)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -29,7 +30,9 @@ def ddp_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_full
         ssd_fast.importance(model, loader, mode="batch", progress=True)
     results["progress"] = err.getvalue()
     # A rank with no data still joins the reduction; the result is the other ranks' data.
-    results["rank1_empty"] = as_dict(ssd_fast.importance(model, [] if rank == 1 else loader, mode="per_sample", progress=False))
+    results["rank1_empty"] = as_dict(
+        ssd_fast.importance(model, [] if rank == 1 else loader, mode="per_sample", progress=False)
+    )
 
     # Rank 0 writes; every rank reads it back.
     path = os.path.join(out_dir, "full.safetensors")

@@ -1,4 +1,5 @@
 """What each rank does in the sharded tests (run by tests/distributed/test_sharded.py on 2 gloo ranks)."""
+
 from __future__ import annotations
 
 import os
@@ -64,7 +65,9 @@ def _refusals(world: int, forget, full) -> dict:
     out = {}
     model = sharded_model(world)
     before = full_state(model)
-    replicated = {n: distribute_tensor(t, p.device_mesh, [Replicate()]) for (n, t), p in zip(full.items(), model.parameters())}
+    replicated = {
+        n: distribute_tensor(t, p.device_mesh, [Replicate()]) for (n, t), p in zip(full.items(), model.parameters())
+    }
     try:
         ssd_fast.dampen(model, forget, ssd_fast.Importances(replicated, **full.metadata()), alpha=2.0)
     except ValueError as e:
@@ -114,7 +117,9 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
     model = sharded_model(world)
     imp, counts = counted_importance(model, rank_loader(rank, world), "batch")
     results["batch"] = as_dict(imp) | {"collectives": counts}
-    results["placements"] = {n: (type(t).__name__, str(t.placements), tuple(t.to_local().shape)) for n, t in imp.items()}
+    results["placements"] = {
+        n: (type(t).__name__, str(t.placements), tuple(t.to_local().shape)) for n, t in imp.items()
+    }
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
 
     # Per-sample importance of the FSDP2 model: squared per layer, then reduce-scattered.

@@ -4,6 +4,7 @@ Each rank's return value comes back through a file (torch.save), so the test pro
 compares them with its own single-process result. Ranks are spawned, not forked, so they
 start from a clean interpreter, as torchrun's would.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,7 +29,10 @@ def free_port() -> int:
 def _entry(rank: int, fn: Callable, world: int, port: int, out_dir: str, timeout_s: float, args: tuple) -> None:
     torch.set_num_threads(1)  # CI has 2 cores for 2 ranks
     dist.init_process_group(
-        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+        "gloo",
+        init_method=f"tcp://127.0.0.1:{port}",
+        rank=rank,
+        world_size=world,
         timeout=timedelta(seconds=timeout_s),
     )
     try:
@@ -46,7 +50,10 @@ def run_ranks(fn: Callable, *args: Any, world: int = 2, timeout_s: float = 90.0)
     """
     with tempfile.TemporaryDirectory() as out_dir:
         context = mp.start_processes(
-            _entry, args=(fn, world, free_port(), out_dir, timeout_s / 2, args), nprocs=world, join=False,
+            _entry,
+            args=(fn, world, free_port(), out_dir, timeout_s / 2, args),
+            nprocs=world,
+            join=False,
             start_method="spawn",
         )
         deadline = time.monotonic() + timeout_s

@@ -1,4 +1,5 @@
 """Counts ride in the fp32 buffer of the one all_reduce: exact however large, for any world size."""
+
 from __future__ import annotations
 
 import pytest

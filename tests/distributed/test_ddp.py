@@ -1,4 +1,5 @@
 """DDP on 2 gloo ranks: importance over sharded data equals one process over the union."""
+
 from __future__ import annotations
 
 import pytest
@@ -55,9 +56,7 @@ def test_batch_mode_equals_one_process_reading_every_ranks_batches(ranks):
 
 def test_batch_mode_is_not_the_synchronised_gradient(ranks):
     """DDP's all-reduce of gradients does not run: each rank's batch is a batch of its own."""
-    union = [
-        [torch.cat(parts) for parts in zip(a, b)] for a, b in zip(rank_loader(0, WORLD), rank_loader(1, WORLD))
-    ]
+    union = [[torch.cat(parts) for parts in zip(a, b)] for a, b in zip(rank_loader(0, WORLD), rank_loader(1, WORLD))]
     global_batch = _plain("batch", union)
     got = ranks[0]["batch"]["tensors"]
     assert any(not torch.allclose(got[n], global_batch[n], rtol=1e-3) for n in got)

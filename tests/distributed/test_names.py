@@ -2,6 +2,7 @@
 
 (DDP is covered on 2 ranks in test_ddp.py; it wraps the model as `module` like DataParallel.)
 """
+
 from __future__ import annotations
 
 import pytest

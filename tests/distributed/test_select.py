@@ -1,4 +1,5 @@
 """The radix selection behind sharded alpha='auto', in one process, against a sort."""
+
 from __future__ import annotations
 
 import pytest

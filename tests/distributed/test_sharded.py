@@ -1,4 +1,5 @@
 """FSDP2 (fully_shard) on 2 gloo CPU ranks: dampen on each rank's shard, sharded importances."""
+
 from __future__ import annotations
 
 import pytest
@@ -19,7 +20,9 @@ def _forget_full() -> tuple[ssd_fast.Importances, ssd_fast.Importances]:
     forget = ssd_fast.importance(
         make_model(), [next(iter(DataLoader(make_dataset(), batch_size=BATCH)))], mode="per_sample", progress=False
     )
-    full = ssd_fast.importance(make_model(), DataLoader(make_dataset(), batch_size=BATCH), mode="per_sample", progress=False)
+    full = ssd_fast.importance(
+        make_model(), DataLoader(make_dataset(), batch_size=BATCH), mode="per_sample", progress=False
+    )
     return forget, full
 
 
@@ -85,7 +88,9 @@ def test_sharded_importances_save_per_rank_and_load_onto_the_sharding_or_whole(r
 
 
 def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(ranks):
-    want = ssd_fast.importance(make_model(), DataLoader(make_dataset(), batch_size=7), mode="per_sample", progress=False)
+    want = ssd_fast.importance(
+        make_model(), DataLoader(make_dataset(), batch_size=7), mode="per_sample", progress=False
+    )
     for result in ranks:
         assert all(kind == ("DTensor", "(Shard(dim=0),)") for kind in result["per_sample_placements"].values())
         meta = result["per_sample"]["meta"]
@@ -110,7 +115,10 @@ def test_refusals_come_before_any_write_and_on_every_rank(ranks):
 
 
 def test_elements_by_global_position_read_as_from_the_whole_model(ranks):
-    want = [[float(p.detach().reshape(-1)[i]) for i in (0, p.numel() // 2, p.numel() - 1)] for p in make_model().parameters()]
+    want = [
+        [float(p.detach().reshape(-1)[i]) for i in (0, p.numel() // 2, p.numel() - 1)]
+        for p in make_model().parameters()
+    ]
     for result in ranks:
         assert result["positions"] == want
         assert result["positions_collectives"] == {"c10d::allreduce_": 1}

@@ -1,4 +1,5 @@
 """The model, data and per-rank work shared by the distributed tests (importable by spawned ranks)."""
+
 from __future__ import annotations
 
 import torch
