@@ -121,6 +121,8 @@ def sharded_rank(rank: int, world: int, out_dir: str, plain_forget: dict, plain_
         n: (type(t).__name__, str(t.placements), tuple(t.to_local().shape)) for n, t in imp.items()
     }
     results["grads_untouched"] = all(p.grad is None for p in model.parameters())
+    merged = imp.merge(imp)  # the mean of two equal halves: the same values, counts doubled
+    results["merged"] = as_dict(merged) | {"kinds": {type(t).__name__ for t in merged.values()}}
 
     # Per-sample importance of the FSDP2 model: squared per layer, then reduce-scattered.
     model_ps = sharded_model(world)

@@ -122,3 +122,12 @@ def test_elements_by_global_position_read_as_from_the_whole_model(ranks):
     for result in ranks:
         assert result["positions"] == want
         assert result["positions_collectives"] == {"c10d::allreduce_": 1}
+
+
+def test_sharded_importances_merge_as_dtensors(ranks):
+    for result in ranks:
+        merged = result["merged"]
+        assert merged["kinds"] == {"DTensor"}
+        assert merged["meta"]["n_batches"] == 2 * result["batch"]["meta"]["n_batches"]
+        for name, t in result["batch"]["tensors"].items():
+            torch.testing.assert_close(merged["tensors"][name], t, rtol=1e-6, atol=0)
