@@ -19,16 +19,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import distributed
+from ._pairing import named_parameters
+
 PROBE_TENSORS = 8
 PROBE_VALUES = 8
 _SLACK = 1e-2  # relative: bf16 rounds by at most 2**-8
 
 
+def _step(numel: int) -> int:
+    return max(1, (numel - 1) // (PROBE_VALUES - 1))
+
+
+def _positions(numel: int) -> list[int]:
+    """The flat positions `_probe_view` reads, for tensors sharded over ranks."""
+    return list(range(0, numel, _step(numel)))[:PROBE_VALUES]
+
+
 def _probe_view(p: torch.Tensor) -> torch.Tensor:
     """Up to PROBE_VALUES elements spread over `p`, as a strided view (no index tensor)."""
-    flat = p.detach().reshape(-1)
-    step = max(1, (flat.numel() - 1) // (PROBE_VALUES - 1))
-    return flat[::step][:PROBE_VALUES]
+    return p.detach().reshape(-1)[:: _step(p.numel())][:PROBE_VALUES]
 
 
 def _probed(params: dict[str, nn.Parameter]) -> list[str]:
@@ -38,7 +48,10 @@ def _probed(params: dict[str, nn.Parameter]) -> list[str]:
 
 @torch.no_grad()
 def _read(params: dict[str, nn.Parameter], names: list[str]) -> dict[str, list[float]]:
-    """The probed values of `names`, with one copy and one read per device."""
+    """The probed values of `names`, with one copy and one read per device (one all_reduce when sharded)."""
+    if distributed.any_dtensor(params[n] for n in names):
+        values = distributed.read_positions([(params[n], _positions(params[n].numel())) for n in names])
+        return dict(zip(names, values))
     views = {n: _probe_view(params[n]).float() for n in names}
     by_device: dict[torch.device, list[str]] = {}
     for n, t in views.items():
@@ -54,7 +67,7 @@ def _read(params: dict[str, nn.Parameter], names: list[str]) -> dict[str, list[f
 
 def take_probe(model: nn.Module) -> dict[str, list[float]]:
     """The probe of `model` as it is now."""
-    params = dict(model.named_parameters())
+    params = named_parameters(model)  # the unwrapped model's names, as importances are keyed
     return _read(params, _probed(params))
 
 

@@ -12,13 +12,24 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .distributed import unwrap
+
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A short hash of the parameter names, shapes and dtypes, in registration order."""
+    """A short hash of the parameter names, shapes and dtypes, in registration order.
+
+    Names are the unwrapped module's (see ssd_fast.distributed.unwrap), so a DDP-wrapped
+    or compiled model has the plain model's fingerprint."""
     h = hashlib.sha256()
-    for name, p in model.named_parameters():
+    for name, p in unwrap(model).named_parameters():
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype};".encode())
     return h.hexdigest()[:16]
+
+
+def named_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The model's parameters by the names importances use: the unwrapped module's
+    (DDP, DataParallel and torch.compile add a prefix; see ssd_fast.distributed.unwrap)."""
+    return dict(unwrap(model).named_parameters())
 
 
 def _preview(names: list[str], limit: int = 5) -> str:
@@ -36,11 +47,12 @@ def pair_with_model(
     """(name, parameter, importance) for every trainable parameter, or a ValueError.
 
     `model` may also be its `dict(named_parameters())`, so that callers pairing several
-    importances walk the module tree once. Frozen parameters (requires_grad=False) may be
+    importances walk the module tree once. A wrapped model (DDP, DataParallel,
+    torch.compile) pairs by its inner module's names. Frozen parameters (requires_grad=False) may be
     present or absent in `tensors`; they are never dampened. Names the model does not
     have are an error.
     """
-    params = dict(model.named_parameters()) if isinstance(model, nn.Module) else model
+    params = named_parameters(model) if isinstance(model, nn.Module) else model
     extra = [n for n in tensors if n not in params]
     missing = [n for n, p in params.items() if p.requires_grad and n not in tensors]
     if extra or missing:

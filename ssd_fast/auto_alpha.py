@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import _checks
+from . import _checks, distributed
 from .importances import Importances
 
 
@@ -79,10 +79,14 @@ def resolve_auto_alpha(
     """
     n_forget, n_full = _sample_counts(forget, full)
     q = assd_percentile(n_forget, n_full)
-    ratios = _finite_ratios(pairs)
-    if ratios.numel() == 0:
+    pairs = list(pairs)
+    if distributed.any_dtensor(t for pair in pairs for t in pair):
+        alpha = distributed.sharded_percentile(pairs, q)  # exact, over every rank's shards
+    else:
+        ratios = _finite_ratios(pairs)
+        alpha = _percentile(ratios, q) if ratios.numel() else None
+    if alpha is None:
         raise ValueError("alpha='auto': no parameter has a finite f/d ratio (every full importance is 0)")
-    alpha = _percentile(ratios, q)
     if not (alpha > 0 and math.isfinite(alpha)):
         raise ValueError(
             f"alpha='auto' resolved to {alpha!r} (the {q:.3f}th percentile of f/d), which is not a "

@@ -21,9 +21,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import _checks, _ops, reference
+from . import _checks, _ops, distributed, reference
 from ._checkpoint import check_probes
-from ._pairing import pair_with_model
+from ._pairing import named_parameters, pair_with_model
 from .auto_alpha import resolve_auto_alpha
 from .importance import importance
 from .importances import Importances
@@ -200,10 +200,12 @@ class Dampener:
         forget: Importances,
         full: Importances,
         snapshot: _Snapshot | None,
+        sharded: tuple[nn.Parameter, ...] | None = None,
     ) -> None:
         self._names, self._numels, self._groups = names, numels, groups
         self.forget, self.full = forget, full  # the importances paired, as given (read-only)
         self._snapshot = snapshot
+        self._sharded = sharded  # DTensor parameters by name order: counts are summed over ranks
         self._root = self  # views made by only_from share their root's snapshot
         self._auto_alpha: float | None = None
         self.backend = "+".join(sorted({g.backend for g in groups})) or "none"
@@ -237,8 +239,9 @@ class Dampener:
         root._snapshot = _Snapshot(params)
 
     def importance_pairs(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(forget, full) tensors of every parameter this Dampener dampens."""
-        return [(f, d) for g in self._groups for _, f, d in g.params_forget_full()]
+        """(forget, full) tensors of every parameter this Dampener dampens, as given (whole, or
+        DTensors sharded like a sharded model's parameters)."""
+        return [(self.forget[self._names[i]], self.full[self._names[i]]) for g in self._groups for i in g.positions]
 
     def apply(self, alpha: float | Literal["auto"] = 10.0, lam: float = 1.0) -> DampenReport:
         """Dampen in place: every element with f > alpha * d is multiplied by min(lam * d / f, 1).
@@ -254,6 +257,9 @@ class Dampener:
         with torch.no_grad():
             found: list[CountGroup] = [(g.positions, g.run(alpha, lam)) for g in self._groups]
         seconds = time.perf_counter() - start
+        if self._sharded is not None:  # a collective: now, on every rank, never when one rank reads the report
+            counts = distributed.global_selected(list(self._sharded), read_counts(len(self._names), found))
+            found = [(tuple(range(len(self._names))), counts)]
         return DampenReport(alpha, lam, self.backend, seconds, partial(self._layers, found))
 
     def restore(self) -> None:
@@ -273,7 +279,7 @@ class Dampener:
             raise ValueError(f"{first!r} is not a parameter with an importance")
         keep = set(range(self._names.index(first), len(self._names)))
         groups = tuple(g for g in (g.subset(keep) for g in self._groups) if g is not None)
-        view = Dampener(self._names, self._numels, groups, self.forget, self.full, None)
+        view = Dampener(self._names, self._numels, groups, self.forget, self.full, None, self._sharded)
         view.backend, view._root = self.backend, self._root
         return view
 
@@ -350,18 +356,20 @@ def prepare(
     if isinstance(forget, Importances) and isinstance(full, Importances):
         _check_compatible(forget_imp, full_imp)
     _check_not_swapped(forget_imp, full_imp)
-    params = dict(model.named_parameters())  # one walk of the module tree
+    params = named_parameters(model)  # one walk of the module tree, keyed as the unwrapped model names them
     pairs = _pairs(params, forget_imp, full_imp)
     check_probes(params, {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
-    devices = [p.device for _, p, _, _ in pairs]
+    local = distributed.local_pairs(pairs)  # a sharded model: each rank's own shards, no gather
+    devices = [p.device for _, p, _, _ in local]
     backends = _choose_backends([d.type for d in set(devices)], backend)
     dampener = Dampener(
         names=tuple(name for name, _, _, _ in pairs),
         numels=tuple(p.numel() for _, p, _, _ in pairs),
-        groups=_groups(pairs, devices, backends),
+        groups=_groups(local, devices, backends),
         forget=forget_imp,
         full=full_imp,
         snapshot=None,
+        sharded=tuple(p for _, p, _, _ in pairs) if distributed.any_dtensor(p for _, p, _, _ in pairs) else None,
     )
     if snapshot:
         dampener.take_snapshot()

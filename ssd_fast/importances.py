@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _checks
+from . import _checks, distributed
 from ._pairing import model_fingerprint, pair_with_model
 
 MODES = ("batch", "per_sample")
@@ -51,10 +51,13 @@ def _check_tensors(tensors: Any) -> dict[str, torch.Tensor]:
 
 
 def _check_values(tensors: dict[str, torch.Tensor]) -> None:
-    """Every value finite and non-negative; one device sync for the whole set."""
+    """Every value finite and non-negative; one device sync for the whole set.
+
+    A sharded (DTensor) importance is checked on this rank's shard, with no communication."""
     if not tensors:
         return
-    flags = [torch.stack([torch.isfinite(t).all(), (t >= 0).all()]).cpu() for t in tensors.values()]
+    local = [distributed.local(t) for t in tensors.values()]
+    flags = [torch.stack([torch.isfinite(t).all(), (t >= 0).all()]).cpu() for t in local]
     for name, (finite, nonneg) in zip(tensors, torch.stack(flags).tolist()):
         if not finite:
             raise ValueError(f"importance {name!r} contains NaN or inf")
@@ -234,21 +237,41 @@ class Importances(Mapping[str, torch.Tensor]):
         return self.merge(extra)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a safetensors file holding the tensors and the metadata."""
+        """Write a safetensors file holding the tensors and the metadata.
+
+        Inside a process group every rank must call it: rank 0 writes, then all ranks
+        wait for the file, so any rank can load it next. Sharded (DTensor) importances go
+        to a folder of per-rank safetensors files instead (ssd_fast.distributed.save_sharded).
+        """
         from safetensors.torch import save_file
 
-        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self._tensors.items()}
-        header = {"format": _FILE_FORMAT, "version": _FILE_VERSION, "meta": json.dumps(self.metadata())}
-        save_file(tensors, os.fspath(path), metadata=header)
+        if distributed.any_dtensor(self._tensors.values()):
+            distributed.save_sharded(self._tensors, self.metadata(), path)
+            return
+        if distributed.is_main():
+            tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self._tensors.items()}
+            header = {"format": _FILE_FORMAT, "version": _FILE_VERSION, "meta": json.dumps(self.metadata())}
+            save_file(tensors, os.fspath(path), metadata=header)
+        distributed.barrier()
 
     @classmethod
     def load(
         cls, path: str | os.PathLike, *, model: nn.Module | None = None, device: torch.device | str = "cpu"
     ) -> Importances:
-        """Read a file written by `save`. Executes no code; checks it against `model` if given."""
+        """Read a file written by `save`. Executes no code; checks it against `model` if given.
+
+        A folder written by `save` from sharded importances loads onto `model`'s own
+        sharding (DTensor parameters get DTensor importances, reading only this rank's
+        part), whatever sharding it was saved from; without a model it loads whole."""
         from safetensors import safe_open
 
         path = os.fspath(path)
+        if os.path.isdir(path):  # sharded importances: a folder of per-rank files
+            tensors, meta = distributed.load_sharded(path, distributed.unwrap(model) if model is not None else None, device)
+            out = cls(tensors, **meta)
+            if model is not None:
+                out.check_model(model)
+            return out
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no importance file at {path!r}")
         try:
