@@ -64,6 +64,17 @@ def assert_close(got, want, rtol: float = 1e-5) -> None:
         assert err <= rtol, f"{name}: relative error {err:.2e}"
 
 
+class Scale(nn.Module):
+    """A module no built-in rule covers (a user's own layer): a learned elementwise scale."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gain
+
+
 class TinyTransformer(nn.Module):
     """Embedding, cls token, position embedding, one pre-norm attention block, head."""
 

@@ -17,7 +17,7 @@ import ssd_fast
 from ssd_fast.per_sample import PerSampleAccumulator, register_rule, unregister_rule
 
 from ..conftest import assert_unchanged, snapshot
-from .support import assert_close, loop_oracle, per_sample
+from .support import Scale, assert_close, loop_oracle, per_sample
 
 transformers = pytest.importorskip("transformers")
 from transformers.pytorch_utils import Conv1D  # noqa: E402
@@ -204,17 +204,6 @@ def test_recurrent_layers(name: str, label_free: bool) -> None:
     model = Recurrent(kind, use_state=use_state, pass_state=pass_state, **kw)
     x = torch.randn(10, 4, 4)  # T = 4 = the batch size: the call rule knows the layout, it does not guess it
     _exact(model, x, None if label_free else torch.randint(0, 3, (10,)), label_free=label_free)
-
-
-class Scale(nn.Module):
-    """A layer of the user's own: a learned elementwise scale."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gain
 
 
 def scale_rule(module, x, dy, out, *, absolute, budget):

@@ -12,18 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .support import assert_close, loop_oracle, per_sample
-
-
-class Scale(nn.Module):
-    """A module with no rule: an elementwise learned scale."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.gain = nn.Parameter(torch.linspace(0.5, 1.5, dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.gain
+from .support import Scale, assert_close, loop_oracle, per_sample
 
 
 class Attention(nn.Module):
