@@ -42,14 +42,17 @@ struct Panel {
 };
 
 // Tiles of at most 64 x 512 outputs and 256 reduction steps: prod, acc and the two
-// operand tiles then take under 1 MB, inside a core's L2. Enough tiles (>= 8 when the
-// shape allows) that a few threads stay busy.
+// operand tiles then take under 1 MB, inside a core's L2.
 inline SqTiles choose_tiles(const SqProblem& p) {
-  SqTiles t{std::min<int64_t>(p.o_per_group, 512), std::min<int64_t>(p.k_per_group, 64),
-            std::min<int64_t>(p.length, 256)};
-  auto items = [&] { return p.groups * ((p.o_per_group + t.to - 1) / t.to) * ((p.k_per_group + t.tk - 1) / t.tk); };
-  while (items() < 8 && t.tk > 16) t.tk = std::max<int64_t>(16, t.tk / 2);
-  return t;
+  return {std::min<int64_t>(p.o_per_group, 512), std::min<int64_t>(p.k_per_group, 64), std::min<int64_t>(p.length, 256)};
+}
+
+// A layer with few tiles (a stem conv, a 1x1 shortcut) would keep only one or two threads
+// busy: its batch is then cut into slices, for at least 8 work items, whose partial sums
+// are added up in slice order afterwards. This depends on the shapes only.
+inline int64_t choose_slices(const SqProblem& p, int64_t tiles) {
+  constexpr int64_t kMinItems = 8;
+  return tiles >= kMinItems ? 1 : std::min(p.batch, (kMinItems + tiles - 1) / tiles);
 }
 
 // The build targets baseline x86-64 (SSE2); this loop runs once per sample and output, so
@@ -76,14 +79,17 @@ void accumulate_sq_tiles(const SqProblem& p, const PackK& pack_k) {
   if (p.batch == 0 || p.length == 0 || p.o_per_group == 0 || p.k_per_group == 0) return;
   const SqTiles t = choose_tiles(p);
   const int64_t n_o = (p.o_per_group + t.to - 1) / t.to, n_k = (p.k_per_group + t.tk - 1) / t.tk;
-  const int64_t o_all = p.groups * p.o_per_group;
-  at::parallel_for(0, p.groups * n_o * n_k, 1, [&](int64_t begin, int64_t end) {
+  const int64_t o_all = p.groups * p.o_per_group, numel = o_all * p.k_per_group, tiles = p.groups * n_o * n_k;
+  const int64_t slices = choose_slices(p, tiles), per_slice = (p.batch + slices - 1) / slices;
+  std::vector<float> partial(slices > 1 ? slices * numel : 0);  // [slice, O, K]
+  at::parallel_for(0, tiles * slices, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> x_buf(t.tk * t.tl), prod(t.tk * t.to), acc(t.tk * t.to);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t g = item / (n_o * n_k), o0 = (item / n_k) % n_o * t.to, k0 = item % n_k * t.tk;
+      const int64_t slice = item / tiles, tile = item % tiles;
+      const int64_t g = tile / (n_o * n_k), o0 = (tile / n_k) % n_o * t.to, k0 = tile % n_k * t.tk;
       const int64_t on = std::min(t.to, p.o_per_group - o0), kn = std::min(t.tk, p.k_per_group - k0);
       std::fill(acc.begin(), acc.begin() + kn * on, 0.0f);
-      for (int64_t b = 0; b < p.batch; ++b) {
+      for (int64_t b = slice * per_slice, b_end = std::min(p.batch, b + per_slice); b < b_end; ++b) {
         for (int64_t l0 = 0; l0 < p.length; l0 += t.tl) {
           const int64_t ln = std::min(t.tl, p.length - l0);
           const Panel x = pack_k(x_buf.data(), b, g, k0, kn, l0, ln);
@@ -94,11 +100,23 @@ void accumulate_sq_tiles(const SqProblem& p, const PackK& pack_k) {
         add_power(acc.data(), prod.data(), kn * on, p.absolute);
       }
       for (int64_t o = 0; o < on; ++o) {
-        float* row = p.out + (g * p.o_per_group + o0 + o) * p.k_per_group + k0;
-        for (int64_t k = 0; k < kn; ++k) row[k] += p.scale * acc[k * on + o];
+        const int64_t at = (g * p.o_per_group + o0 + o) * p.k_per_group + k0;
+        if (slices == 1) {
+          for (int64_t k = 0; k < kn; ++k) p.out[at + k] += p.scale * acc[k * on + o];
+        } else {
+          for (int64_t k = 0; k < kn; ++k) partial[slice * numel + at + k] = acc[k * on + o];
+        }
       }
     }
     at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+  });
+  if (slices == 1) return;
+  at::parallel_for(0, numel, 1 << 12, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      float sum = 0.0f;
+      for (int64_t s = 0; s < slices; ++s) sum += partial[s * numel + i];
+      p.out[i] += p.scale * sum;
+    }
   });
 }
 
