@@ -56,6 +56,10 @@ CONV_CASES = {
     "stride_2": (3, 4, 9, 8, 5, (3, 3), (2, 2), (1, 1), (1, 1), 1),
     "stride_3_pad_large": (2, 2, 5, 7, 3, (2, 3), (3, 2), (3, 4), (1, 2), 1),
     "height_1": (4, 3, 1, 11, 4, (1, 3), (1, 2), (0, 2), (1, 2), 1),  # Conv1d as Conv2d
+    # output rows >= 16 wide: the CPU kernel copies runs of the input rows instead of gathering
+    "wide_stride_2_dilated": (2, 3, 9, 40, 4, (3, 3), (2, 2), (2, 3), (2, 2), 1),
+    "wide_padding_beyond_kernel": (2, 4, 5, 20, 6, (2, 5), (1, 1), (3, 6), (1, 1), 2),
+    "wide_height_1": (3, 2, 1, 33, 3, (1, 4), (1, 1), (0, 1), (1, 3), 1),
     "batch_1": (1, 3, 5, 5, 4, (3, 3), (1, 1), (1, 1), (1, 1), 1),
     "batch_257": (257, 2, 4, 4, 3, (3, 3), (1, 1), (1, 1), (1, 1), 1),
 }
