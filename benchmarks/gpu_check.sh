@@ -36,7 +36,8 @@ timeout 180 $PY benchmarks/bench_per_sample.py --device cuda --fused-cuda --mode
   --json "$OUT/per_sample.json" 2>&1 | tail -60
 
 step "compute-sanitizer memcheck: the fused per-sample ops' CUDA tests"
-timeout 120 compute-sanitizer --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
+SANITIZER=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
+timeout 120 "$SANITIZER" --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
   tests/ops/test_per_sample_sq.py -k "cuda and (batch_1 or groups or one_token or odd_tiles)" 2>&1 | tail -15
 
 step "done: tests exit $tests_rc"
