@@ -7,7 +7,7 @@
 //   for each chunk of l: take X's tile [tk x tl] (read in place, or packed by the caller's
 //   packer: the im2col gather of a conv) and D's tile [tl x to] (read in place from an fp32
 //   [B, L, O] tensor), and multiply-add them into prod with a small in-cache GEMM
-//   (at::native::cpublas::brgemm: a oneDNN micro-kernel, or MKL); then acc += f(prod).
+//   (tile_gemm: at::native::cpublas::brgemm, a oneDNN micro-kernel); then acc += f(prod).
 // No per-sample gradient and no unfolded input ever leaves the tile. The tile sizes
 // depend on the shapes only, and the samples are summed in a fixed order, so the result
 // has the same bits whatever the thread count.
@@ -15,6 +15,8 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 
 #include <algorithm>
 #include <cmath>
@@ -54,6 +56,30 @@ inline int64_t choose_slices(const SqProblem& p, int64_t tiles) {
   constexpr int64_t kMinItems = 8;
   return tiles >= kMinItems ? 1 : std::min(p.batch, (kMinItems + tiles - 1) / tiles);
 }
+
+// c[m x n] (+)= a[m x k] . b[k x n], row-major fp32 with leading dimensions. torch >= 2.9
+// has an fp32 brgemm (a oneDNN micro-kernel for in-cache tiles, with a BLAS fallback);
+// older torch gets at::mm on views of the same memory, slower per call but the same sums.
+#if defined(CPUBLAS_BRGEMM_F32F32F32) && !defined(SSD_FAST_NO_BRGEMM)
+inline void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                      float* c, int64_t ldc, bool add) {
+  at::native::cpublas::brgemm(m, n, k, lda, ldb, ldc, add, a, b, c);
+}
+inline void tile_gemm_release() { at::native::cpublas::brgemm_release(/*is_vnni=*/false); }
+#else
+inline void tile_gemm(int64_t m, int64_t n, int64_t k, const float* a, int64_t lda, const float* b, int64_t ldb,
+                      float* c, int64_t ldc, bool add) {
+  const at::Tensor ta = at::from_blob(const_cast<float*>(a), {m, k}, {lda, 1}, at::kFloat);
+  const at::Tensor tb = at::from_blob(const_cast<float*>(b), {k, n}, {ldb, 1}, at::kFloat);
+  at::Tensor tc = at::from_blob(c, {m, n}, {ldc, 1}, at::kFloat);
+  if (add) {
+    tc.addmm_(ta, tb);
+  } else {
+    at::mm_out(tc, ta, tb);
+  }
+}
+inline void tile_gemm_release() {}
+#endif
 
 // The build targets baseline x86-64 (SSE2); this loop runs once per sample and output, so
 // GCC also compiles it for AVX2 and AVX-512 and picks one when the library loads. Each
@@ -95,7 +121,7 @@ void accumulate_sq_tiles(const SqProblem& p, const PackK& pack_k) {
           const Panel x = pack_k(x_buf.data(), b, g, k0, kn, l0, ln);
           const float* d = p.dy + (b * p.length + l0) * o_all + g * p.o_per_group + o0;
           // prod[kn x on] (+)= x[kn x ln] . d[ln x on]
-          at::native::cpublas::brgemm(kn, on, ln, x.ld, o_all, on, l0 > 0, x.data, d, prod.data());
+          tile_gemm(kn, on, ln, x.data, x.ld, d, o_all, prod.data(), on, l0 > 0);
         }
         add_power(acc.data(), prod.data(), kn * on, p.absolute);
       }
@@ -108,7 +134,7 @@ void accumulate_sq_tiles(const SqProblem& p, const PackK& pack_k) {
         }
       }
     }
-    at::native::cpublas::brgemm_release(/*is_vnni=*/false);
+    tile_gemm_release();
   });
   if (slices == 1) return;
   at::parallel_for(0, numel, 1 << 12, [&](int64_t begin, int64_t end) {
