@@ -6,12 +6,21 @@ memory figure is that method's own: peak RSS above the process's footprint after
 table reports throughput, the ratio to one plain forward+backward at the same batch
 size, and peak extra memory. Methods:
 - plain:      one forward+backward of the batch-mean loss (the cost floor);
-- per_sample: ssd_fast.per_sample.PerSampleAccumulator on the batch;
+- per_sample: ssd_fast.per_sample.PerSampleAccumulator on the batch, with the fused ops
+              (per_sample_sq_conv2d_ / per_sample_sq_tokens_) where the device has them;
+- per_sample_torch: the same, with every rule on its pure-PyTorch path (unfold + bmm);
 - vmap:       torch.func vmap(grad) over all parameters, squared and summed;
 - loop:       a batch-size-1 loop with autograd.grad and _foreach_addcmul_.
+On CUDA the fused ops are off by default until verified on a GPU; --fused-cuda turns them
+on for the per_sample rows (benchmarks/gpu_check.sh does).
+
+--layers adds a per-layer breakdown for each model: every conv and token-Linear layer's
+weight-gradient cost in a plain backward (the floor), against its rule with the fused op
+and with the torch path, on the layer's own input and output gradient.
 
     python benchmarks/bench_per_sample.py                         # CPU defaults, a few minutes
-    python benchmarks/bench_per_sample.py --models resnet18 --batch 256 --device cuda --json $OUT/ps.json
+    python benchmarks/bench_per_sample.py --models resnet18 --methods plain,per_sample,per_sample_torch,loop --layers
+    python benchmarks/bench_per_sample.py --models resnet18 --batch 256 --device cuda --fused-cuda --json $OUT/ps.json
 It runs on CUDA when available (--device auto). Not part of CI.
 """
 from __future__ import annotations
@@ -30,7 +39,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METHODS = ("plain", "per_sample", "vmap", "loop")
+METHODS = ("plain", "per_sample", "per_sample_torch", "vmap", "loop")
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -116,6 +125,16 @@ def run_loop(model, params, x, y, sums):
         torch._foreach_addcmul_(acc, g, g)
 
 
+def _choose_path(args: argparse.Namespace) -> bool:
+    """Set the rules' path for this process; True when the fused ops will be used."""
+    from ssd_fast import _ops
+    from ssd_fast.per_sample import _fused
+
+    _fused.enabled = args.method != "per_sample_torch"
+    _fused.CUDA_VERIFIED = args.fused_cuda
+    return args.method.startswith("per_sample") and _fused.use_fused(torch.zeros(1, device=args.device)) and _ops.is_built()
+
+
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -132,7 +151,9 @@ def child(args: argparse.Namespace) -> dict:
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
     sums = {n: torch.zeros_like(p) for n, p in params.items()}
+    fused = _choose_path(args)
     fn = {"plain": lambda: run_plain(model, params, x, y), "per_sample": lambda: run_per_sample(model, params, x, y, sums),
+          "per_sample_torch": lambda: run_per_sample(model, params, x, y, sums),
           "vmap": lambda: run_vmap(model, params, x, y, sums), "loop": lambda: run_loop(model, params, x, y, sums)}[args.method]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
@@ -154,9 +175,93 @@ def child(args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     best = min(times[1:]) if args.repeats else times[0]
-    return {"model": args.model, "method": args.method, "batch": batch, "device": str(device),
+    return {"model": args.model, "method": args.method, "batch": batch, "device": str(device), "fused": fused,
             "seconds": best, "samples_per_s": batch / best, "peak_extra_mb": max(peak, 0) / 2**20,
             "params_m": sum(p.numel() for p in params.values()) / 1e6}
+
+
+# ---- per-layer breakdown -----------------------------------------------------------------
+def layer_breakdown(args: argparse.Namespace) -> list[dict]:
+    """Each conv / token-Linear layer: plain weight gradient, fused rule, torch-path rule."""
+    from ssd_fast.per_sample import _fused
+
+    _fused.CUDA_VERIFIED = args.fused_cuda
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model, shape = build(args.model, args)
+    model = model.to(device).eval()
+    batch = args.vit_batch if args.model == "vit_s16" else args.batch
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+    seen: dict[str, dict] = {}
+
+    def keep(name):
+        def hook(module, inputs, output):
+            seen[name] = {"module": module, "x": inputs[0].detach()}
+            output.register_hook(lambda g: seen[name].__setitem__("dy", g.detach()))
+        return hook
+
+    handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (isinstance(m, nn.Linear))]
+    with torch.enable_grad():
+        F.cross_entropy(model(x), y, reduction="sum").backward()
+    for h in handles:
+        h.remove()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(max(1, args.repeats)):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    rows = []
+    for name, rec in seen.items():
+        m, lx, dy = rec["module"], rec["x"], rec["dy"]
+        if isinstance(m, nn.Linear) and lx.dim() == 2:
+            continue  # one row per sample: already one matmul, no fused op
+        rows.append({"model": args.model, "layer": name, "kind": type(m).__name__, "x": list(lx.shape),
+                     "weight": list(m.weight.shape), **_time_layer(m, lx, dy, best)})
+    return rows
+
+
+def _time_layer(m: nn.Module, x: torch.Tensor, dy: torch.Tensor, best) -> dict[str, float]:
+    from ssd_fast.per_sample import _fused
+    from ssd_fast.per_sample.rules.conv import conv_rule
+    from ssd_fast.per_sample.rules.linear import linear_rule
+
+    conv = not isinstance(m, nn.Linear)
+    rule = conv_rule if conv else linear_rule
+    out = {"weight": torch.zeros(m.weight.shape, device=x.device)}
+    times = {}
+    for label, on in (("fused", True), ("torch_path", False)):
+        _fused.enabled = on
+        times[f"{label}_s"] = best(lambda: rule(m, x, dy, out, absolute=False, budget=1 << 25))
+    if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
+        plain = best(lambda: torch.nn.grad.conv2d_weight(x, m.weight.shape, dy, m.stride, m.padding, m.dilation, m.groups))
+    elif conv:
+        plain = float("nan")
+    else:
+        plain = best(lambda: dy.reshape(-1, dy.shape[-1]).t() @ x.reshape(-1, x.shape[-1]))
+    return {"plain_weight_grad_s": plain, **times}
+
+
+def _print_layers(rows: list[dict]) -> None:
+    print(f"\n{'layer':24s} {'input':>20s} {'weight':>18s} {'plain wgrad':>12s} {'fused':>9s} {'torch path':>11s}  (ms)")
+    tot = {"plain_weight_grad_s": 0.0, "fused_s": 0.0, "torch_path_s": 0.0}
+    for r in rows:
+        for k in tot:
+            tot[k] += r[k] if r[k] == r[k] else 0.0
+        print(f"{r['layer'][:24]:24s} {str(tuple(r['x'])):>20s} {str(tuple(r['weight'])):>18s} "
+              f"{r['plain_weight_grad_s']*1e3:12.1f} {r['fused_s']*1e3:9.1f} {r['torch_path_s']*1e3:11.1f}")
+    print(f"{'total':24s} {'':>20s} {'':>18s} {tot['plain_weight_grad_s']*1e3:12.1f} {tot['fused_s']*1e3:9.1f} "
+          f"{tot['torch_path_s']*1e3:11.1f}   fused/plain {tot['fused_s']/max(tot['plain_weight_grad_s'], 1e-12):.2f}x, "
+          f"torch path/fused {tot['torch_path_s']/max(tot['fused_s'], 1e-12):.2f}x")
 
 
 # ---- driver ------------------------------------------------------------------------------
@@ -171,9 +276,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=2, help="timed runs after one warm-up; the best is kept")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--layers", action="store_true", help="add a per-layer breakdown (fused op vs torch path)")
+    p.add_argument("--fused-cuda", action="store_true", help="use the fused ops on CUDA too (unverified until gpu_check)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
+    p.add_argument("--layer-child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -183,12 +291,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> None:
     args = parse()
     if args.child:
-        print(json.dumps(child(args)))
+        print(json.dumps(layer_breakdown(args) if args.layer_child else child(args)))
         return
     sizes = {"--batch": args.batch, "--vit-batch": args.vit_batch, "--vit-image": args.vit_image,
              "--vit-depth": args.vit_depth, "--repeats": args.repeats, "--device": args.device}
-    forwarded = [str(v) for pair in sizes.items() for v in pair]
-    results = []
+    forwarded = [str(v) for pair in sizes.items() for v in pair] + (["--fused-cuda"] if args.fused_cuda else [])
+    results, layers = [], []
     for model in args.models.split(","):
         for method in args.methods.split(","):
             cmd = [sys.executable, __file__, *forwarded, "--child", "--model", model, "--method", method]
@@ -198,9 +306,18 @@ def main() -> None:
                 continue
             results.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(_row(results[-1], results), flush=True)
+        _print_ratios(model, results)
+        if args.layers:
+            cmd = [sys.executable, __file__, *forwarded, "--child", "--layer-child", "--model", model]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{model} layers: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+            else:
+                layers += json.loads(done.stdout.strip().splitlines()[-1])
+                _print_layers([r for r in layers if r["model"] == model])
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device_name": _device_name(args.device), "results": results}, f, indent=2)
+            json.dump({"device_name": _device_name(args.device), "results": results, "layers": layers}, f, indent=2)
 
 
 def _row(r: dict, results: list[dict]) -> str:
@@ -208,6 +325,15 @@ def _row(r: dict, results: list[dict]) -> str:
     ratio = f"{r['seconds'] / plain['seconds']:.2f}x plain" if plain else ""
     return (f"{r['model']:9s} {r['method']:10s} bs {r['batch']:4d} {r['device']:5s} {r['seconds']*1e3:9.1f} ms "
             f"{r['samples_per_s']:9.1f} samples/s {ratio:>12s}  peak extra {r['peak_extra_mb']:8.1f} MB")
+
+
+def _print_ratios(model: str, results: list[dict]) -> None:
+    t = {r["method"]: r["seconds"] for r in results if r["model"] == model}
+    pairs = [("per_sample", "plain"), ("per_sample_torch", "plain"), ("per_sample_torch", "per_sample"),
+             ("loop", "per_sample"), ("vmap", "per_sample")]
+    said = [f"{a}/{b} {t[a] / t[b]:.2f}x" for a, b in pairs if a in t and b in t]
+    if said:
+        print(f"{model}: " + ", ".join(said), flush=True)
 
 
 def _device_name(device: str) -> str:

@@ -39,8 +39,15 @@ tests_rc=${PIPESTATUS[0]}
 step "kernel benchmarks"
 timeout 150 $PY benchmarks/kernel_bench.py --device cuda --repeats 50 --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt"
 
-step "per-sample benchmark"
-timeout 90 $PY benchmarks/bench_per_sample.py --device cuda --json "$OUT/per_sample.json" 2>&1 | tail -20
+step "per-sample benchmark: fused ops (CUDA kernels forced on: unverified until this script passes) vs torch path"
+timeout 120 $PY benchmarks/bench_per_sample.py --device cuda --fused-cuda --models resnet18,vit_s16 \
+  --methods plain,per_sample,per_sample_torch --batch 256 --vit-batch 32 --layers \
+  --json "$OUT/per_sample.json" 2>&1 | tail -60
+
+step "compute-sanitizer memcheck: the fused per-sample ops' CUDA tests"
+SANITIZER=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
+timeout 60 "$SANITIZER" --tool memcheck --error-exitcode 3 $PY -m pytest -q -p no:cacheprovider \
+  tests/ops/test_per_sample_sq.py -k "cuda and (batch_1 or groups or one_token or odd_tiles)" 2>&1 | tail -15
 
 step "per-sample on transformers: GPT-2-small-sized (12x768) at sequence length 512"
 timeout 90 $PY benchmarks/bench_per_sample_hf.py --models gpt2 bert lstm --preset gpt2-small --seq 512 --batch 8 --repeats 5 --device cuda --json "$OUT/per_sample_hf.json" 2>&1 | tail -6

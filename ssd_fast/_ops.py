@@ -34,6 +34,17 @@ def has_kernel(device_type: str) -> bool:
     return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"ssd_fast::{op}", key) for op in OPS)
 
 
+PER_SAMPLE_OPS = ("per_sample_sq_tokens_", "per_sample_sq_conv2d_")
+
+
+def has_per_sample_kernel(device_type: str) -> bool:
+    """True when the fused per-sample squared-gradient ops have a kernel for `device_type`."""
+    key = {"cpu": "CPU", "cuda": "CUDA"}.get(device_type)
+    if not is_built() or key is None:
+        return False
+    return all(torch._C._dispatch_has_kernel_for_dispatch_key(f"ssd_fast::{op}", key) for op in PER_SAMPLE_OPS)
+
+
 _warned_reference = False
 
 
@@ -62,6 +73,14 @@ if is_built():
     def _sq_accumulate_fake(importances, grads, scale, absolute) -> None:
         return None
 
+    @torch.library.register_fake("ssd_fast::per_sample_sq_tokens_")
+    def _per_sample_sq_tokens_fake(out, dy, x, scale, absolute) -> None:
+        return None
+
+    @torch.library.register_fake("ssd_fast::per_sample_sq_conv2d_")
+    def _per_sample_sq_conv2d_fake(out, dy, x, stride, padding, dilation, groups, scale, absolute) -> None:
+        return None
+
 
 def select_dampen_(
     params: list[torch.Tensor],
@@ -78,3 +97,26 @@ def select_dampen_(
 def sq_accumulate_(importances: list[torch.Tensor], grads: list[torch.Tensor], scale: float, absolute: bool) -> None:
     """importances[i] += scale * grads[i]**2, or scale * |grads[i]| when absolute."""
     torch.ops.ssd_fast.sq_accumulate_(importances, grads, float(scale), bool(absolute))
+
+
+def per_sample_sq_tokens_(out: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, scale: float, absolute: bool) -> None:
+    """out[o, k] += scale * sum_b (sum_t dy[b,t,o] x[b,t,k])**2 (|.| when absolute), in fp32."""
+    torch.ops.ssd_fast.per_sample_sq_tokens_(out, dy, x, float(scale), bool(absolute))
+
+
+def per_sample_sq_conv2d_(
+    out: torch.Tensor,
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+    scale: float,
+    absolute: bool,
+) -> None:
+    """out [O, C/groups, kh, kw] += scale * sum_b g_b**2 (|g_b| when absolute), g_b sample b's
+    Conv2d weight gradient for input x [B, C, H, W] and output gradient dy [B, O, Ho, Wo]."""
+    torch.ops.ssd_fast.per_sample_sq_conv2d_(
+        out, dy, x, list(stride), list(padding), list(dilation), int(groups), float(scale), bool(absolute)
+    )

@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ... import _ops
 from .._chunks import add_power_sum_, chunk_size, sample_chunks
+from .._fused import use_fused
 
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -36,11 +38,30 @@ def _as_2d(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor
 
 def conv_rule(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
     n = x.shape[0]
-    dy = dy.float().reshape(n, dy.shape[1], -1)  # [B, out, L]
     if "bias" in out:
-        add_power_sum_(out["bias"], dy.sum(2), absolute=absolute)
+        add_power_sum_(out["bias"], dy.float().reshape(n, dy.shape[1], -1).sum(2), absolute=absolute)
     if "weight" not in out:
         return
+    if use_fused(out["weight"]):
+        _fused_weight(module, x, dy, out["weight"], absolute=absolute)
+    else:
+        _torch_weight(module, x, dy, out["weight"], absolute=absolute, budget=budget)
+
+
+def _fused_weight(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool) -> None:
+    """The compiled op, reading the input in place through its implicit im2col."""
+    x, geometry = _as_2d(module, x)
+    if dy.dim() == 3:  # Conv1d: height 1, like the input
+        dy, out = dy.unsqueeze(2), out.unsqueeze(2)  # a view of the sums: the op adds into them
+    _ops.per_sample_sq_conv2d_(
+        out, dy, x, geometry["stride"], geometry["padding"], geometry["dilation"], module.groups, 1.0, absolute
+    )
+
+
+def _torch_weight(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool, budget: int) -> None:
+    """Unfold + bmm a chunk of samples at a time: the reference for the fused op."""
+    n = x.shape[0]
+    dy = dy.float().reshape(n, dy.shape[1], -1)  # [B, out, L]
     x, geometry = _as_2d(module, x.float())
     groups, c_out, length = module.groups, dy.shape[1], dy.shape[2]
     kernel = math.prod(module.kernel_size)
@@ -51,4 +72,4 @@ def conv_rule(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, 
         cols = F.unfold(x[s], **geometry)  # [c, in * k, L], channel-major so groups are contiguous
         cols = cols.reshape(c * groups, -1, length).transpose(1, 2)  # [c*G, L, in/G * k]
         g = torch.bmm(dy[s].reshape(c * groups, c_out // groups, length), cols)  # [c*G, out/G, in/G * k]
-        add_power_sum_(out["weight"], g.reshape(c, -1), absolute=absolute, owned=True)
+        add_power_sum_(out, g.reshape(c, -1), absolute=absolute, owned=True)

@@ -4,14 +4,17 @@ With one row per sample, the per-sample weight gradient is the outer product
 dY_i X_i^T, so its elementwise square is (dY_i^2)(X_i^2)^T and the batch sum is one
 matmul: (dY*dY)^T (X*X). The label-free |g| works the same way, because |a b^T| = |a||b|^T.
 Over tokens (inputs [B, T..., in]) the per-sample gradient is a sum over tokens, which
-must be formed before squaring: a bmm per chunk of samples.
+must be formed before squaring: the compiled op `per_sample_sq_tokens_` does it in cache
+without forming it (see _fused); the reference and fallback is a bmm per chunk of samples.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ... import _ops
 from .._chunks import add_power_sum_, chunk_size, sample_chunks
+from .._fused import use_fused
 
 
 def linear_rule(module: nn.Linear, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
@@ -38,6 +41,9 @@ def _tokens(x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, 
     if "bias" in out:
         add_power_sum_(out["bias"], dy.sum(1), absolute=absolute)
     if "weight" not in out:
+        return
+    if use_fused(out["weight"]):
+        _ops.per_sample_sq_tokens_(out["weight"], dy, x, 1.0, absolute)
         return
     n, _, d_in = x.shape
     d_out = dy.shape[-1]
