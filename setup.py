@@ -10,6 +10,7 @@ Environment:
 Build with `pip install --no-build-isolation -e .` so that the torch already installed is
 the one compiled against.
 """
+
 import glob
 import os
 import shutil
@@ -57,7 +58,9 @@ def _extension():
     use_cuda, why = _want_cuda(cpp_extension.CUDA_HOME)
     if not use_cuda:
         print(f"ssd_fast: building CPU kernels only ({why})")
-        return cpp_extension.CppExtension("ssd_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+        return cpp_extension.CppExtension(
+            "ssd_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]
+        )
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
     print(f"ssd_fast: building CPU and CUDA kernels for arch {os.environ['TORCH_CUDA_ARCH_LIST']} ({why})")
     # --fmad=false: no fused multiply-add, so CUDA rounds exactly like the reference.

@@ -23,6 +23,7 @@ and with the torch path, on the layer's own input and output gradient.
     python benchmarks/bench_per_sample.py --models resnet18 --batch 256 --device cuda --fused-cuda --json $OUT/ps.json
 It runs on CUDA when available (--device auto). Not part of CI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,7 +67,9 @@ class ViT(nn.Module):
     ViT-S/16 is dim 384, depth 12, 6 heads (22M parameters at 224x224).
     """
 
-    def __init__(self, image: int = 224, patch: int = 16, dim: int = 384, depth: int = 12, heads: int = 6, classes: int = 100):
+    def __init__(
+        self, image: int = 224, patch: int = 16, dim: int = 384, depth: int = 12, heads: int = 6, classes: int = 100
+    ):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim).normal_(std=0.02))
@@ -132,7 +135,11 @@ def _choose_path(args: argparse.Namespace) -> bool:
 
     _fused.enabled = args.method != "per_sample_torch"
     _fused.CUDA_VERIFIED = args.fused_cuda
-    return args.method.startswith("per_sample") and _fused.use_fused(torch.zeros(1, device=args.device)) and _ops.is_built()
+    return (
+        args.method.startswith("per_sample")
+        and _fused.use_fused(torch.zeros(1, device=args.device))
+        and _ops.is_built()
+    )
 
 
 def _rss_bytes() -> int:
@@ -152,9 +159,13 @@ def child(args: argparse.Namespace) -> dict:
     y = torch.randint(0, 100, (batch,), device=device)
     sums = {n: torch.zeros_like(p) for n, p in params.items()}
     fused = _choose_path(args)
-    fn = {"plain": lambda: run_plain(model, params, x, y), "per_sample": lambda: run_per_sample(model, params, x, y, sums),
-          "per_sample_torch": lambda: run_per_sample(model, params, x, y, sums),
-          "vmap": lambda: run_vmap(model, params, x, y, sums), "loop": lambda: run_loop(model, params, x, y, sums)}[args.method]
+    fn = {
+        "plain": lambda: run_plain(model, params, x, y),
+        "per_sample": lambda: run_per_sample(model, params, x, y, sums),
+        "per_sample_torch": lambda: run_per_sample(model, params, x, y, sums),
+        "vmap": lambda: run_vmap(model, params, x, y, sums),
+        "loop": lambda: run_loop(model, params, x, y, sums),
+    }[args.method]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         sync()
@@ -175,9 +186,17 @@ def child(args: argparse.Namespace) -> dict:
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base
     best = min(times[1:]) if args.repeats else times[0]
-    return {"model": args.model, "method": args.method, "batch": batch, "device": str(device), "fused": fused,
-            "seconds": best, "samples_per_s": batch / best, "peak_extra_mb": max(peak, 0) / 2**20,
-            "params_m": sum(p.numel() for p in params.values()) / 1e6}
+    return {
+        "model": args.model,
+        "method": args.method,
+        "batch": batch,
+        "device": str(device),
+        "fused": fused,
+        "seconds": best,
+        "samples_per_s": batch / best,
+        "peak_extra_mb": max(peak, 0) / 2**20,
+        "params_m": sum(p.numel() for p in params.values()) / 1e6,
+    }
 
 
 # ---- per-layer breakdown -----------------------------------------------------------------
@@ -199,10 +218,14 @@ def layer_breakdown(args: argparse.Namespace) -> list[dict]:
         def hook(module, inputs, output):
             seen[name] = {"module": module, "x": inputs[0].detach()}
             output.register_hook(lambda g: seen[name].__setitem__("dy", g.detach()))
+
         return hook
 
-    handles = [m.register_forward_hook(keep(n)) for n, m in model.named_modules()
-               if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (isinstance(m, nn.Linear))]
+    handles = [
+        m.register_forward_hook(keep(n))
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (isinstance(m, nn.Linear))
+    ]
     with torch.enable_grad():
         F.cross_entropy(model(x), y, reduction="sum").backward()
     for h in handles:
@@ -225,8 +248,16 @@ def layer_breakdown(args: argparse.Namespace) -> list[dict]:
         m, lx, dy = rec["module"], rec["x"], rec["dy"]
         if isinstance(m, nn.Linear) and lx.dim() == 2:
             continue  # one row per sample: already one matmul, no fused op
-        rows.append({"model": args.model, "layer": name, "kind": type(m).__name__, "x": list(lx.shape),
-                     "weight": list(m.weight.shape), **_time_layer(m, lx, dy, best)})
+        rows.append(
+            {
+                "model": args.model,
+                "layer": name,
+                "kind": type(m).__name__,
+                "x": list(lx.shape),
+                "weight": list(m.weight.shape),
+                **_time_layer(m, lx, dy, best),
+            }
+        )
     return rows
 
 
@@ -243,7 +274,9 @@ def _time_layer(m: nn.Module, x: torch.Tensor, dy: torch.Tensor, best) -> dict[s
         _fused.enabled = on
         times[f"{label}_s"] = best(lambda: rule(m, x, dy, out, absolute=False, budget=1 << 25))
     if isinstance(m, nn.Conv2d) and m.padding_mode == "zeros" and not isinstance(m.padding, str):
-        plain = best(lambda: torch.nn.grad.conv2d_weight(x, m.weight.shape, dy, m.stride, m.padding, m.dilation, m.groups))
+        plain = best(
+            lambda: torch.nn.grad.conv2d_weight(x, m.weight.shape, dy, m.stride, m.padding, m.dilation, m.groups)
+        )
     elif conv:
         plain = float("nan")
     else:
@@ -252,16 +285,22 @@ def _time_layer(m: nn.Module, x: torch.Tensor, dy: torch.Tensor, best) -> dict[s
 
 
 def _print_layers(rows: list[dict]) -> None:
-    print(f"\n{'layer':24s} {'input':>20s} {'weight':>18s} {'plain wgrad':>12s} {'fused':>9s} {'torch path':>11s}  (ms)")
+    print(
+        f"\n{'layer':24s} {'input':>20s} {'weight':>18s} {'plain wgrad':>12s} {'fused':>9s} {'torch path':>11s}  (ms)"
+    )
     tot = {"plain_weight_grad_s": 0.0, "fused_s": 0.0, "torch_path_s": 0.0}
     for r in rows:
         for k in tot:
             tot[k] += r[k] if r[k] == r[k] else 0.0
-        print(f"{r['layer'][:24]:24s} {str(tuple(r['x'])):>20s} {str(tuple(r['weight'])):>18s} "
-              f"{r['plain_weight_grad_s']*1e3:12.1f} {r['fused_s']*1e3:9.1f} {r['torch_path_s']*1e3:11.1f}")
-    print(f"{'total':24s} {'':>20s} {'':>18s} {tot['plain_weight_grad_s']*1e3:12.1f} {tot['fused_s']*1e3:9.1f} "
-          f"{tot['torch_path_s']*1e3:11.1f}   fused/plain {tot['fused_s']/max(tot['plain_weight_grad_s'], 1e-12):.2f}x, "
-          f"torch path/fused {tot['torch_path_s']/max(tot['fused_s'], 1e-12):.2f}x")
+        print(
+            f"{r['layer'][:24]:24s} {str(tuple(r['x'])):>20s} {str(tuple(r['weight'])):>18s} "
+            f"{r['plain_weight_grad_s'] * 1e3:12.1f} {r['fused_s'] * 1e3:9.1f} {r['torch_path_s'] * 1e3:11.1f}"
+        )
+    print(
+        f"{'total':24s} {'':>20s} {'':>18s} {tot['plain_weight_grad_s'] * 1e3:12.1f} {tot['fused_s'] * 1e3:9.1f} "
+        f"{tot['torch_path_s'] * 1e3:11.1f}   fused/plain {tot['fused_s'] / max(tot['plain_weight_grad_s'], 1e-12):.2f}x, "
+        f"torch path/fused {tot['torch_path_s'] / max(tot['fused_s'], 1e-12):.2f}x"
+    )
 
 
 # ---- driver ------------------------------------------------------------------------------
@@ -277,7 +316,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--layers", action="store_true", help="add a per-layer breakdown (fused op vs torch path)")
-    p.add_argument("--fused-cuda", action="store_true", help="use the fused ops on CUDA too (unverified until gpu_check)")
+    p.add_argument(
+        "--fused-cuda", action="store_true", help="use the fused ops on CUDA too (unverified until gpu_check)"
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--method", help=argparse.SUPPRESS)
@@ -293,8 +334,14 @@ def main() -> None:
     if args.child:
         print(json.dumps(layer_breakdown(args) if args.layer_child else child(args)))
         return
-    sizes = {"--batch": args.batch, "--vit-batch": args.vit_batch, "--vit-image": args.vit_image,
-             "--vit-depth": args.vit_depth, "--repeats": args.repeats, "--device": args.device}
+    sizes = {
+        "--batch": args.batch,
+        "--vit-batch": args.vit_batch,
+        "--vit-image": args.vit_image,
+        "--vit-depth": args.vit_depth,
+        "--repeats": args.repeats,
+        "--device": args.device,
+    }
     forwarded = [str(v) for pair in sizes.items() for v in pair] + (["--fused-cuda"] if args.fused_cuda else [])
     results, layers = [], []
     for model in args.models.split(","):
@@ -323,14 +370,21 @@ def main() -> None:
 def _row(r: dict, results: list[dict]) -> str:
     plain = next((q for q in results if q["model"] == r["model"] and q["method"] == "plain"), None)
     ratio = f"{r['seconds'] / plain['seconds']:.2f}x plain" if plain else ""
-    return (f"{r['model']:9s} {r['method']:10s} bs {r['batch']:4d} {r['device']:5s} {r['seconds']*1e3:9.1f} ms "
-            f"{r['samples_per_s']:9.1f} samples/s {ratio:>12s}  peak extra {r['peak_extra_mb']:8.1f} MB")
+    return (
+        f"{r['model']:9s} {r['method']:10s} bs {r['batch']:4d} {r['device']:5s} {r['seconds'] * 1e3:9.1f} ms "
+        f"{r['samples_per_s']:9.1f} samples/s {ratio:>12s}  peak extra {r['peak_extra_mb']:8.1f} MB"
+    )
 
 
 def _print_ratios(model: str, results: list[dict]) -> None:
     t = {r["method"]: r["seconds"] for r in results if r["model"] == model}
-    pairs = [("per_sample", "plain"), ("per_sample_torch", "plain"), ("per_sample_torch", "per_sample"),
-             ("loop", "per_sample"), ("vmap", "per_sample")]
+    pairs = [
+        ("per_sample", "plain"),
+        ("per_sample_torch", "plain"),
+        ("per_sample_torch", "per_sample"),
+        ("loop", "per_sample"),
+        ("vmap", "per_sample"),
+    ]
     said = [f"{a}/{b} {t[a] / t[b]:.2f}x" for a, b in pairs if a in t and b in t]
     if said:
         print(f"{model}: " + ", ".join(said), flush=True)

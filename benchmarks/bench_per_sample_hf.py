@@ -12,6 +12,7 @@ shared machine.
     python benchmarks/bench_per_sample_hf.py --models gpt2 --preset gpt2-small --seq 512 --device cuda
 Not part of CI. Models are built from configs: nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,13 @@ def build(name: str, preset: str):
         return transformers.GPT2LMHeadModel(config), "lm", vocab
     if name == "bert":
         config = transformers.BertConfig(
-            vocab_size=vocab, hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads,
-            intermediate_size=4 * width, max_position_embeddings=1024, num_labels=4,
+            vocab_size=vocab,
+            hidden_size=width,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            intermediate_size=4 * width,
+            max_position_embeddings=1024,
+            num_labels=4,
         )
         return transformers.BertForSequenceClassification(config), "classes", vocab
     if name == "lstm":
@@ -121,9 +127,15 @@ def run(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     fallbacks = [u.name for u in acc.plan.fallbacks]
     med = {k: min(v) for k, v in times.items()}
     return {
-        "model": name, "params": sum(p.numel() for p in params.values()), "batch": args.batch, "seq": args.seq,
-        "plain_s": med["plain"], "per_sample_s": med["per_sample"], "ratio": med["per_sample"] / med["plain"],
-        "vmap_fallbacks": fallbacks, "device": str(device),
+        "model": name,
+        "params": sum(p.numel() for p in params.values()),
+        "batch": args.batch,
+        "seq": args.seq,
+        "plain_s": med["plain"],
+        "per_sample_s": med["per_sample"],
+        "ratio": med["per_sample"] / med["plain"],
+        "vmap_fallbacks": fallbacks,
+        "device": str(device),
     }
 
 
@@ -139,12 +151,20 @@ def main() -> None:
     parser.add_argument("--json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
     rows = [run(name, args, device) for name in args.models]
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, seq {args.seq}")
+    print(
+        f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, seq {args.seq}"
+    )
     print(f"{'model':6} {'params':>10} {'plain s':>9} {'per_sample s':>13} {'ratio':>6}  vmap fallbacks")
     for r in rows:
-        print(f"{r['model']:6} {r['params']:>10,} {r['plain_s']:>9.4f} {r['per_sample_s']:>13.4f} {r['ratio']:>6.2f}  {r['vmap_fallbacks'] or 'none'}")
+        print(
+            f"{r['model']:6} {r['params']:>10,} {r['plain_s']:>9.4f} {r['per_sample_s']:>13.4f} {r['ratio']:>6.2f}  {r['vmap_fallbacks'] or 'none'}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

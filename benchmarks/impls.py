@@ -6,6 +6,7 @@
 - compiled: torch.compile of the reference loop;
 - ssd_fast: the fused kernel (the raw op, and the public dampen() with its validation).
 """
+
 from __future__ import annotations
 
 import torch

@@ -10,6 +10,7 @@ Beside the implementations, the public API on the same tensors: `Dampener.apply`
 once) and one-shot `ssd_fast.dampen`, timed call by call in turn with the raw op, and given
 as ratios to it from that same interleaved run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -208,8 +209,14 @@ def main() -> None:
     print(report(results, bandwidth, numel))
     if args.json:
         device_name = torch.cuda.get_device_name() if args.device == "cuda" else platform.processor() or "cpu"
-        meta = {"device": args.device, "device_name": device_name, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "copy_bandwidth_Bps": bandwidth, "numel": numel}
+        meta = {
+            "device": args.device,
+            "device_name": device_name,
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "copy_bandwidth_Bps": bandwidth,
+            "numel": numel,
+        }
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "seconds": results}, f, indent=2)
 

@@ -15,6 +15,7 @@ log-likelihood, on the forgotten people's facts and on the retained people's fac
     python benchmarks/lm_unlearning.py --json out.json --people 60
 Not part of CI.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,13 @@ transformers.logging.set_verbosity_error()
 SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vi", "zo", "bel", "dor", "fen", "gu", "sha"]
 SURNAMES = [f"{a}{b}son" for a in ("Al", "Bre", "Cor", "Dun", "Ev") for b in ("ar", "in", "os", "ud")]
 RELATIONS = {
-    "born_in": [f"city_{c}" for c in ("Avelar", "Brisk", "Corvo", "Dunmere", "Elst", "Fallow", "Grist", "Holm", "Iver", "Jask")],
-    "works_as": [f"job_{j}" for j in ("baker", "pilot", "cartographer", "luthier", "chemist", "weaver", "judge", "diver", "poet", "smith")],
+    "born_in": [
+        f"city_{c}" for c in ("Avelar", "Brisk", "Corvo", "Dunmere", "Elst", "Fallow", "Grist", "Holm", "Iver", "Jask")
+    ],
+    "works_as": [
+        f"job_{j}"
+        for j in ("baker", "pilot", "cartographer", "luthier", "chemist", "weaver", "judge", "diver", "poet", "smith")
+    ],
     "likes": [f"colour_{c}" for c in ("red", "teal", "ochre", "violet", "amber", "jade", "ivory", "coral")],
     "born": [f"decade_{d}" for d in range(1900, 2000, 10)],
 }
@@ -87,7 +93,11 @@ def encode(facts: list[list[str]], vocab: dict[str, int]) -> tuple[torch.Tensor,
 
 def dict_batches(ids: torch.Tensor, labels: torch.Tensor, size: int) -> list[dict]:
     return [
-        {"input_ids": ids[i : i + size], "attention_mask": torch.ones_like(ids[i : i + size]), "labels": labels[i : i + size]}
+        {
+            "input_ids": ids[i : i + size],
+            "attention_mask": torch.ones_like(ids[i : i + size]),
+            "labels": labels[i : i + size],
+        }
         for i in range(0, len(ids), size)
     ]
 
@@ -95,8 +105,16 @@ def dict_batches(ids: torch.Tensor, labels: torch.Tensor, size: int) -> list[dic
 def train(ids: torch.Tensor, labels: torch.Tensor, vocab_size: int, args: argparse.Namespace) -> FactLM:
     torch.manual_seed(args.seed)
     config = transformers.GPT2Config(
-        vocab_size=vocab_size, n_positions=8, n_embd=args.width, n_layer=args.layers, n_head=4,
-        bos_token_id=0, eos_token_id=1, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=vocab_size,
+        n_positions=8,
+        n_embd=args.width,
+        n_layer=args.layers,
+        n_head=4,
+        bos_token_id=0,
+        eos_token_id=1,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
     )
     model = FactLM(config)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
@@ -140,7 +158,11 @@ def main() -> None:
     tokens = [BOS, EOS] + sorted({t for f in facts for t in f} - {BOS, EOS})
     vocab = {t: i for i, t in enumerate(tokens)}
     ids, labels = encode(facts, vocab)
-    forgotten = set(torch.randperm(args.people, generator=torch.Generator().manual_seed(args.seed + 1))[: max(1, round(args.people * args.forget_fraction))].tolist())
+    forgotten = set(
+        torch.randperm(args.people, generator=torch.Generator().manual_seed(args.seed + 1))[
+            : max(1, round(args.people * args.forget_fraction))
+        ].tolist()
+    )
     is_forget = torch.tensor([p in forgotten for p in owner])
     f_ids, f_labels, r_ids, r_labels = ids[is_forget], labels[is_forget], ids[~is_forget], labels[~is_forget]
 
@@ -157,15 +179,21 @@ def main() -> None:
     forget = ssd_fast.importance(model, dict_batches(f_ids, f_labels, 64), mode="per_sample", progress=False)
     t_importance = time.perf_counter() - start
     result = ssd_fast.tune(
-        model, forget, full,
-        forget_eval=[(f_ids[:, :4], f_ids[:, 4])], retain_eval=[(r_ids[:, :4], r_ids[:, 4])],
-        retrained=retrained, include_auto=False,
+        model,
+        forget,
+        full,
+        forget_eval=[(f_ids[:, :4], f_ids[:, 4])],
+        retain_eval=[(r_ids[:, :4], r_ids[:, 4])],
+        retrained=retrained,
+        include_auto=False,
     )
     rows["SSD (tune)"] = (answer_scores(model, f_ids), answer_scores(model, r_ids), t_importance + result.seconds)
     rows["retrained"] = (answer_scores(retrained, f_ids), answer_scores(retrained, r_ids), t_retrain)
 
-    print(f"{args.people} people, {len(facts)} facts; forgetting {len(forgotten)} people ({int(is_forget.sum())} facts); "
-          f"GPT-2 {args.layers}x{args.width}, {sum(p.numel() for p in model.parameters()):,} parameters")
+    print(
+        f"{args.people} people, {len(facts)} facts; forgetting {len(forgotten)} people ({int(is_forget.sum())} facts); "
+        f"GPT-2 {args.layers}x{args.width}, {sum(p.numel() for p in model.parameters()):,} parameters"
+    )
     print(f"tune: {result}")
     print("| model | forget acc | retain acc | forget log-lik | retain log-lik | seconds |")
     print("|---|---|---|---|---|---|")
@@ -173,10 +201,26 @@ def main() -> None:
         print(f"| {name} | {fa:.1%} | {ra:.1%} | {fl:.2f} | {rl:.2f} | {secs:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({
-                "args": vars(args), "alpha": result.alpha, "lam": result.lam, "satisfied": result.satisfied,
-                "rows": {k: {"forget_acc": v[0][0], "forget_loglik": v[0][1], "retain_acc": v[1][0], "retain_loglik": v[1][1], "seconds": v[2]} for k, v in rows.items()},
-            }, f, indent=1)
+            json.dump(
+                {
+                    "args": vars(args),
+                    "alpha": result.alpha,
+                    "lam": result.lam,
+                    "satisfied": result.satisfied,
+                    "rows": {
+                        k: {
+                            "forget_acc": v[0][0],
+                            "forget_loglik": v[0][1],
+                            "retain_acc": v[1][0],
+                            "retain_loglik": v[1][1],
+                            "seconds": v[2],
+                        }
+                        for k, v in rows.items()
+                    },
+                },
+                f,
+                indent=1,
+            )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ published loop, torch._foreach_* and torch.compile.
 
 Run it on a quiet machine; compare implementations only within one run.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -15,6 +15,7 @@ original model's. `--holdout 0` trains on all 60k and scores tune on trained-on 
 instead, which misleads it (see ssd_fast/eval/data/validation.py). Times are on whatever
 machine runs it (print shows it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,10 +63,14 @@ def _accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float
 
 def _test_scores(model, data, cls: int) -> tuple[float, float]:
     keep = data.test_y == cls
-    return _accuracy(model, data.test_x[keep], data.test_y[keep]), _accuracy(model, data.test_x[~keep], data.test_y[~keep])
+    return _accuracy(model, data.test_x[keep], data.test_y[keep]), _accuracy(
+        model, data.test_x[~keep], data.test_y[~keep]
+    )
 
 
-def _eval_subsets(pool: TensorDataset, cls: int, n_forget: int, n_retain: int, seed: int) -> tuple[DataLoader, DataLoader]:
+def _eval_subsets(
+    pool: TensorDataset, cls: int, n_forget: int, n_retain: int, seed: int
+) -> tuple[DataLoader, DataLoader]:
     """Random subsets of `pool` (training data: held out, or trained on): the class, and the others."""
     x, y = pool.tensors
     g = torch.Generator().manual_seed(seed + cls)
@@ -73,8 +78,10 @@ def _eval_subsets(pool: TensorDataset, cls: int, n_forget: int, n_retain: int, s
     retain_idx = torch.nonzero(y != cls).flatten()
     forget_idx = forget_idx[torch.randperm(len(forget_idx), generator=g)[:n_forget]]
     retain_idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:n_retain]]
+
     def sub(idx):
         return _loader(x[idx], y[idx], 500)
+
     return sub(forget_idx), sub(retain_idx)
 
 
@@ -88,13 +95,29 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
 
     tuned = copy.deepcopy(model)
     forget_eval, retain_eval = _eval_subsets(eval_pool, cls, args.forget_eval, args.retain_eval, args.seed)
-    result = tune_fn(tuned, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                     max_retain_drop=args.max_retain_drop)
+    result = tune_fn(
+        tuned,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        max_retain_drop=args.max_retain_drop,
+    )
     f, r = _test_scores(tuned, data, cls)
-    row["tune"] = {"forget": f, "retain": r, "alpha": result.alpha, "lam": result.lam, "trials": len(result.trials),
-                   "seconds": result.seconds, "trials_per_s": result.trials_per_second, "satisfied": result.satisfied,
-                   "eval_forget": result.forget_acc, "eval_retain": result.retain_acc, "first_layer": result.first_layer,
-                   "timing": dict(result.timing)}
+    row["tune"] = {
+        "forget": f,
+        "retain": r,
+        "alpha": result.alpha,
+        "lam": result.lam,
+        "trials": len(result.trials),
+        "seconds": result.seconds,
+        "trials_per_s": result.trials_per_second,
+        "satisfied": result.satisfied,
+        "eval_forget": result.forget_acc,
+        "eval_retain": result.retain_acc,
+        "first_layer": result.first_layer,
+        "timing": dict(result.timing),
+    }
 
     for key, alpha in (("alpha10", 10.0), ("auto", "auto")):
         m = copy.deepcopy(model)
@@ -114,8 +137,10 @@ def _fmt(cell: dict) -> str:
     alpha = "-" if cell["alpha"] is None else f"{cell['alpha']:.3g}"
     if cell.get("first_layer"):  # tune's later-layers fallback
         lam += f" from {cell['first_layer']}"
-    return (f"{100 * cell['forget']:.1f} / {100 * cell['retain']:.1f} | {alpha}, {lam} | {cell['trials']} | "
-            f"{cell['seconds']:.2f} | {'yes' if cell['ok'] else 'no'}")
+    return (
+        f"{100 * cell['forget']:.1f} / {100 * cell['retain']:.1f} | {alpha}, {lam} | {cell['trials']} | "
+        f"{cell['seconds']:.2f} | {'yes' if cell['ok'] else 'no'}"
+    )
 
 
 def print_table(rows: list[dict]) -> None:
@@ -123,18 +148,27 @@ def print_table(rows: list[dict]) -> None:
     print(f"| class | orig retain | tune: {head} | alpha 10: {head} | auto: {head} |")
     print("|" + "---|" * 17)
     for row in rows:
-        print(f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | {_fmt(row['tune'])} | "
-              f"{_fmt(row['alpha10'])} | {_fmt(row['auto'])} |")
+        print(
+            f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | {_fmt(row['tune'])} | "
+            f"{_fmt(row['alpha10'])} | {_fmt(row['auto'])} |"
+        )
     for key in ("tune", "alpha10", "auto"):
-        print(f"{key}: {sum(r[key]['ok'] for r in rows)}/{len(rows)} classes forgotten (forget <= 5%, retain drop <= 2 pts)")
+        print(
+            f"{key}: {sum(r[key]['ok'] for r in rows)}/{len(rows)} classes forgotten (forget <= 5%, retain drop <= 2 pts)"
+        )
     trials = sum(r["tune"]["trials"] for r in rows)
     seconds = sum(r["tune"]["seconds"] for r in rows)
-    print(f"tune: {trials} trials in {seconds:.1f} s = {trials / seconds:.1f} trials/s "
-          f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"kernel built: {ssd_fast._ops.is_built()})")
+    print(
+        f"tune: {trials} trials in {seconds:.1f} s = {trials / seconds:.1f} trials/s "
+        f"({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+        f"kernel built: {ssd_fast._ops.is_built()})"
+    )
     split = {k: sum(r["tune"]["timing"].get(k, 0.0) for r in rows) for k in ("apply", "restore", "score")}
-    print("tune time split: " + ", ".join(f"{k} {v:.2f} s ({100 * v / seconds:.0f}%)" for k, v in split.items())
-          + f"; per trial: apply {1e3 * split['apply'] / trials:.2f} ms, restore {1e3 * split['restore'] / trials:.2f} ms")
+    print(
+        "tune time split: "
+        + ", ".join(f"{k} {v:.2f} s ({100 * v / seconds:.0f}%)" for k, v in split.items())
+        + f"; per trial: apply {1e3 * split['apply'] / trials:.2f} ms, restore {1e3 * split['restore'] / trials:.2f} ms"
+    )
 
 
 def main() -> None:
@@ -143,8 +177,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64, help="training batch size (the main job's)")
-    p.add_argument("--holdout", type=int, default=600,
-                   help="training images per class kept out of training, for tune to score on (0: score on trained-on images)")
+    p.add_argument(
+        "--holdout",
+        type=int,
+        default=600,
+        help="training images per class kept out of training, for tune to score on (0: score on trained-on images)",
+    )
     p.add_argument("--forget-eval", type=int, default=600, help="held-out images of the class tune scores on")
     p.add_argument("--retain-eval", type=int, default=2000, help="held-out images of the other classes tune scores on")
     p.add_argument("--max-retain-drop", type=float, default=0.02)
@@ -157,8 +195,10 @@ def main() -> None:
     # The cache belongs to one training setting.
     stem = f"{args.cache}_e{args.epochs}_bs{args.batch_size}_h{args.holdout}_s{args.seed}"
     model = _trained_model(data, stem + ".pt", args.epochs, args.batch_size, args.seed)
-    print(f"model: {len(data.train_y)} training images, test accuracy {100 * _accuracy(model, data.test_x, data.test_y):.1f}%; "
-          f"tune scores on {'held-out' if args.holdout else 'trained-on'} training images")
+    print(
+        f"model: {len(data.train_y)} training images, test accuracy {100 * _accuracy(model, data.test_x, data.test_y):.1f}%; "
+        f"tune scores on {'held-out' if args.holdout else 'trained-on'} training images"
+    )
     imp_path = stem + "_full_importance.safetensors"
     if os.path.isfile(imp_path):
         full_imp = ssd_fast.Importances.load(imp_path, model=model)
@@ -171,8 +211,11 @@ def main() -> None:
     for cls in args.classes:
         rows.append(run_class(model, data, eval_pool, full_imp, cls, args))
         t = rows[-1]["tune"]
-        print(f"class {cls}: tune alpha={t['alpha']} lam={t['lam']} from={t['first_layer']} test forget {100 * t['forget']:.1f} "
-              f"retain {100 * t['retain']:.1f} ({t['trials']} trials, {t['seconds']:.1f} s)", flush=True)
+        print(
+            f"class {cls}: tune alpha={t['alpha']} lam={t['lam']} from={t['first_layer']} test forget {100 * t['forget']:.1f} "
+            f"retain {100 * t['retain']:.1f} ({t['trials']} trials, {t['seconds']:.1f} s)",
+            flush=True,
+        )
     print_table(rows)
     if args.json:
         with open(args.json, "w") as fh:

@@ -1,5 +1,6 @@
 """The parameter lists the kernel benchmarks run on: the paper's CIFAR ResNet18 (11.2M
 parameters, 62 tensors) and ViT-B/16 (85.9M, 152 tensors), with synthetic importances."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -13,6 +13,7 @@ Subpackages, imported on demand: `ssd_fast.per_sample` (Weighted and PerClass ta
 ParameterPerturber), and the evaluation harness `ssd_fast.eval` (data, models, metrics,
 baselines, and the benchmark `python -m ssd_fast.eval.bench`), which the core never imports.
 """
+
 from . import reference
 from .auto_alpha import auto_alpha
 from .dampen import Dampener, dampen, prepare

@@ -3,6 +3,7 @@
 Shared by the fast path and the reference so that both see exactly the same batches;
 the batch handling is plumbing, not the thing under test.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,9 +45,7 @@ def unpack_batch(batch: Any, unpack: Unpack | None, *, label_free: bool) -> tupl
             "model takes two inputs, model(x1, x2), and the labels come last, or "
             "unpack=lambda b: (b[0], b[2]) for the published (x, _, y) layout, where b[1] is not an input"
         )
-    raise TypeError(
-        f"cannot unpack a batch of type {type(batch).__name__}; pass unpack=lambda b: (inputs, targets)"
-    )
+    raise TypeError(f"cannot unpack a batch of type {type(batch).__name__}; pass unpack=lambda b: (inputs, targets)")
 
 
 def _unpack_mapping(batch: Mapping, *, label_free: bool) -> tuple[Any, Any]:

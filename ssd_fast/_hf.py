@@ -9,6 +9,7 @@
   how that loss scores one sample, so that per-sample mode can score each sample alone
   exactly as the model scores a batch of one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -23,7 +24,12 @@ LABEL_KEYS = ("labels", "label")
 # ForConditionalGeneration is left out: encoder-decoders (T5, Bart) score unshifted decoder
 # labels while vision-language models shift them, so per-sample mode asks for a loss_fn there.
 _TOKEN_LOSSES = {"ForCausalLM": True, "ForMaskedLM": False, "ForTokenClassification": False}
-_SEQUENCE_LOSSES = {"ForSequenceClassification", "ForImageClassification", "ForVideoClassification", "ForAudioClassification"}
+_SEQUENCE_LOSSES = {
+    "ForSequenceClassification",
+    "ForImageClassification",
+    "ForVideoClassification",
+    "ForAudioClassification",
+}
 
 
 class Task:

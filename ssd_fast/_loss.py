@@ -6,6 +6,7 @@ A transformers model that scores its own labels (it returns a ModelOutput with `
 is used as it is: batch mode takes its own mean loss. `task_loss_terms` mirrors that loss
 sample by sample, for per-sample mode.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -51,7 +52,9 @@ def task_loss_terms(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> t
         if task.shift:  # position t predicts token t + 1, as transformers' ForCausalLMLoss does
             labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
         labels = labels.reshape(n, -1).long()
-        terms = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none")
+        terms = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+        )
         return terms.reshape(n, -1).sum(1), (labels != IGNORE_INDEX).sum(1).to(terms.dtype)
     if task.kind == "sequence":
         return _sequence_terms(task, logits, labels)
@@ -93,7 +96,15 @@ def check_class_targets(outputs: Any, targets: Any) -> None:
         )
 
 
-def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn: LossFn | None, task: Task | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+def batch_loss(
+    outputs: torch.Tensor,
+    targets: Any,
+    *,
+    label_free: bool,
+    loss_fn: LossFn | None,
+    task: Task | None = None,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     if label_free:
         return label_free_loss(outputs, mask)
     if loss_fn is not None:
@@ -108,7 +119,9 @@ def batch_loss(outputs: torch.Tensor, targets: Any, *, label_free: bool, loss_fn
     return F.cross_entropy(outputs, targets)
 
 
-def model_batch_loss(model: nn.Module, inputs: Any, targets: Any, *, label_free: bool, loss_fn: LossFn | None, task: Task | None) -> torch.Tensor:
+def model_batch_loss(
+    model: nn.Module, inputs: Any, targets: Any, *, label_free: bool, loss_fn: LossFn | None, task: Task | None
+) -> torch.Tensor:
     """The batch objective. A transformers model given its labels computes its own loss, and that is used."""
     if task is not None and not (label_free or loss_fn is not None or targets is None):
         out = call_model_raw(model, inputs, labels=targets)

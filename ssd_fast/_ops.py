@@ -4,6 +4,7 @@ which devices have a compiled kernel.
 The ops are registered by the C++ library with TORCH_LIBRARY, so they are ordinary
 `torch.ops.ssd_fast.*` operators: they work under torch.compile and pass opcheck.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -4,6 +4,7 @@ The published code zips importances and parameters by position, so a reordered o
 edited model silently dampens the wrong tensors. We pair by name and say exactly what
 does not line up.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -10,6 +10,7 @@ The larger the forget set is relative to the full set, the lower the percentile,
 more parameters are selected. |Df| and |D| are the sample counts recorded in the
 `Importances` metadata (`n_samples`).
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ differ only in the accumulator and the divisor:
 - "per_sample": squared per-sample gradients, averaged over samples (ssd_fast.per_sample).
 Gradients come from `torch.autograd.grad`, so the caller's `.grad` fields are untouched.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -90,14 +91,18 @@ class BatchGradientAccumulator:
                 f"{type(targets).__name__} targets weight per-sample gradients, which batch mode does not form; "
                 "pass mode='per_sample'"
             )
-        loss = model_batch_loss(self.model, inputs, targets, label_free=self.label_free, loss_fn=self.loss_fn, task=self.task)
+        loss = model_batch_loss(
+            self.model, inputs, targets, label_free=self.label_free, loss_fn=self.loss_fn, task=self.task
+        )
         grads = torch.autograd.grad(loss, self.params, allow_unused=True)
         used = [(sums[n], g) for n, g in zip(self.names, grads) if g is not None]
         if used:
             accumulate_squares_([s for s, _ in used], [g for _, g in used], absolute=self.label_free)
 
 
-def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None):
+def _make_accumulator(
+    mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None
+):
     if distributed.any_dtensor(params.values()):  # a sharded (FSDP2) model: see ssd_fast.distributed
         return distributed.sharded_accumulator(mode, model, params, label_free=label_free, loss_fn=loss_fn)
     if mode == "batch":
@@ -105,7 +110,9 @@ def _make_accumulator(mode: str, model: nn.Module, params: dict[str, nn.Paramete
     return PerSampleAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
 
 
-def _check_arguments(model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None) -> None:
+def _check_arguments(
+    model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None
+) -> None:
     _checks.module(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -193,7 +200,9 @@ def importance(
         if close is not None:
             close()
     n_samples, n_batches, batch_size = distributed.reduce_importance(
-        sums, distributed.Counts(n_samples, n_batches, batch_size), global_batches=getattr(accumulate, "global_batches", False)
+        sums,
+        distributed.Counts(n_samples, n_batches, batch_size),
+        global_batches=getattr(accumulate, "global_batches", False),
     )
     if n_batches == 0 or n_samples == 0:
         raise ValueError("data yielded no samples, so there is nothing to estimate importance from")

@@ -6,6 +6,7 @@ went in, and a fingerprint of the model it was computed for. It is validated onc
 construction, so that `dampen` can trust it; files are safetensors, so loading one
 executes no code.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,6 +31,8 @@ _compute: Callable[..., Importances] | None = None
 def register_compute(fn: Callable[..., Importances]) -> None:
     global _compute
     _compute = fn
+
+
 _FILE_FORMAT = "ssd_fast.importances"
 _FILE_VERSION = "1"
 
@@ -89,8 +92,14 @@ def _check_mergeable(parts: tuple[Importances, ...]) -> None:
             raise TypeError(f"merge takes Importances, argument {i} is a {type(part).__name__}")
         for key in ("mode", "label_free"):
             if getattr(part, key) != getattr(first, key):
-                raise ValueError(f"cannot merge importances with different {key}: {getattr(first, key)!r} vs {getattr(part, key)!r}")
-        if first.mode == "batch" and None not in (first.batch_size, part.batch_size) and first.batch_size != part.batch_size:
+                raise ValueError(
+                    f"cannot merge importances with different {key}: {getattr(first, key)!r} vs {getattr(part, key)!r}"
+                )
+        if (
+            first.mode == "batch"
+            and None not in (first.batch_size, part.batch_size)
+            and first.batch_size != part.batch_size
+        ):
             raise ValueError(
                 f"cannot merge batch-mode importances of batch size {first.batch_size} and {part.batch_size}: "
                 "the batch-mode estimate's scale depends on the batch size"
@@ -267,7 +276,9 @@ class Importances(Mapping[str, torch.Tensor]):
 
         path = os.fspath(path)
         if os.path.isdir(path):  # sharded importances: a folder of per-rank files
-            tensors, meta = distributed.load_sharded(path, distributed.unwrap(model) if model is not None else None, device)
+            tensors, meta = distributed.load_sharded(
+                path, distributed.unwrap(model) if model is not None else None, device
+            )
             out = cls(tensors, **meta)
             if model is not None:
                 out.check_model(model)
@@ -283,7 +294,9 @@ class Importances(Mapping[str, torch.Tensor]):
         if header.get("format") != _FILE_FORMAT:
             raise ValueError(f"{path!r} is a safetensors file but not one written by ssd_fast.Importances.save")
         if header.get("version") != _FILE_VERSION:
-            raise ValueError(f"{path!r} has importance file version {header.get('version')!r}; expected {_FILE_VERSION}")
+            raise ValueError(
+                f"{path!r} has importance file version {header.get('version')!r}; expected {_FILE_VERSION}"
+            )
         try:
             meta = json.loads(header["meta"])
             out = cls(tensors, **meta)

@@ -5,6 +5,7 @@ They follow DESIGN.md section 1 line by line: a Python loop over parameter tenso
 `.grad` from `backward()`, and `torch.where` for the select-and-dampen rule.
 Nothing here is validated beyond what the arithmetic needs; `ssd_fast.dampen` validates.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping

@@ -1,4 +1,5 @@
 """Shared test helpers: devices to run on, small models, and model snapshots."""
+
 from __future__ import annotations
 
 import pytest

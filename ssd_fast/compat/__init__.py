@@ -8,6 +8,7 @@ the `ssd_tuning` helper of its forget_*_strategies.py) runs unchanged with
 and gets the published results (see `ParameterPerturber` for the few documented
 differences, none of which change the dampened model in the published workflow).
 """
+
 from ._perturber import PUBLISHED_KEYS, ParameterPerturber
 from ._tuning import ssd_tuning
 

@@ -4,6 +4,7 @@ The published code unpacks `x, _, y = batch` (its datasets yield input, coarse l
 fine label). Many other codebases yield `(x, y)` or `(x, y, index)`; they opt in with
 `batch_layout=`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -31,10 +32,13 @@ def make_unpack(layout: str | Unpack) -> Unpack:
         if not isinstance(batch, (tuple, list)) or len(batch) != size:
             got = f"{len(batch)} elements" if isinstance(batch, (tuple, list)) else type(batch).__name__
             hint = {2: "batch_layout='xy'", 3: "batch_layout='published' (x, _, y) or 'xyi' (x, y, index)"}
-            extra = hint.get(len(batch), "batch_layout=<callable>") if isinstance(batch, (tuple, list)) else "batch_layout=<callable>"
+            extra = (
+                hint.get(len(batch), "batch_layout=<callable>")
+                if isinstance(batch, (tuple, list))
+                else "batch_layout=<callable>"
+            )
             raise TypeError(
-                f"batch_layout={layout!r} expects batches of {size} elements, got {got}; "
-                f"for your data pass {extra}"
+                f"batch_layout={layout!r} expects batches of {size} elements, got {got}; for your data pass {extra}"
             )
         return batch[xi], batch[yi]
 

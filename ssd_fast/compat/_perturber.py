@@ -22,6 +22,7 @@ Differences that do not change the dampened model in the published workflow:
 - `magnitude_diff`, `min_layer`, `max_layer` and `forget_threshold` are accepted and
   unused, as in the published code.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,7 +52,14 @@ PUBLISHED_KEYS = (
     "selection_weighting",
 )
 _REQUIRED = ("dampening_constant", "selection_weighting")
-_DEFAULTS = {"lower_bound": 1, "exponent": 1, "magnitude_diff": None, "min_layer": -1, "max_layer": -1, "forget_threshold": 1}
+_DEFAULTS = {
+    "lower_bound": 1,
+    "exponent": 1,
+    "magnitude_diff": None,
+    "min_layer": -1,
+    "max_layer": -1,
+    "forget_threshold": 1,
+}
 
 
 def _number(parameters: Mapping[str, Any], key: str) -> float:
@@ -73,7 +81,9 @@ def _check_parameters(parameters: Any) -> dict[str, Any]:
         raise ValueError(f"unknown parameters keys {unknown}; the published keys are {list(PUBLISHED_KEYS)}")
     missing = [k for k in _REQUIRED if k not in parameters]
     if missing:
-        raise ValueError(f"parameters is missing {missing} (lambda is 'dampening_constant', alpha 'selection_weighting')")
+        raise ValueError(
+            f"parameters is missing {missing} (lambda is 'dampening_constant', alpha 'selection_weighting')"
+        )
     out = {**_DEFAULTS, **parameters}
     checks = {
         "selection_weighting": (lambda v: v >= 0, ">= 0"),
@@ -183,5 +193,9 @@ class ParameterPerturber:
             return
         triples = [(p, forget_imp[n], full_imp[n]) for n, p in params.items() if p.requires_grad]
         published_dampen_(
-            triples, alpha=alpha, lam=lam, exponent=self.parameters["exponent"], lower_bound=self.parameters["lower_bound"]
+            triples,
+            alpha=alpha,
+            lam=lam,
+            exponent=self.parameters["exponent"],
+            lower_bound=self.parameters["lower_bound"],
         )

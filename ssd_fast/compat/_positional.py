@@ -7,6 +7,7 @@ the count and every shape line up, we pair by position as the published code wou
 with a warning. Anything else is an error, where the published zip would silently
 truncate or crash halfway through writing.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -6,6 +6,7 @@ only when exponent == 1 and lower_bound == 1 (the values every published experim
 uses). For any other values, and for alpha == 0, which the kernel refuses, this
 faithful torch path runs instead.
 """
+
 from __future__ import annotations
 
 import torch

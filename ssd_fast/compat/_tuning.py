@@ -1,4 +1,5 @@
 """`ssd_tuning`: the published one-call SSD helper, on ssd_fast."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -53,9 +54,7 @@ def ssd_tuning(
         "dampening_constant": dampening_constant,
         "selection_weighting": selection_weighting,
     }
-    perturber = ParameterPerturber(
-        model, None, device, parameters, batch_layout=batch_layout, label_free=label_free
-    )
+    perturber = ParameterPerturber(model, None, device, parameters, batch_layout=batch_layout, label_free=label_free)
     model.eval()
     forget_importance = perturber.calc_importance(forget_loader)
     full_importance = perturber.calc_importance(full_loader)

@@ -6,6 +6,7 @@ retain set as members (label 1) and the test set as non-members (label 0), with
 balanced class weights. The score is the fraction of the forget set the attack calls
 members: high means the model still treats the forget set like training data.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
@@ -92,11 +93,15 @@ def mia(
         forget: the forgotten training samples (the attack's targets).
         test: held-out samples (the attack's non-members).
     """
-    member, target, nonmember = (entropy(predict(model, d, batch_size=batch_size)[0]).numpy() for d in (retain, forget, test))
+    member, target, nonmember = (
+        entropy(predict(model, d, batch_size=batch_size)[0]).numpy() for d in (retain, forget, test)
+    )
     return mia_from_entropies(member, nonmember, target)
 
 
-def fraction_changed(before: Mapping[str, torch.Tensor] | nn.Module, after: Mapping[str, torch.Tensor] | nn.Module) -> float:
+def fraction_changed(
+    before: Mapping[str, torch.Tensor] | nn.Module, after: Mapping[str, torch.Tensor] | nn.Module
+) -> float:
     """Share of parameter elements whose value differs (bitwise, NaN-aware) between two models.
 
     Takes models (their named parameters are compared) or name -> tensor mappings with
@@ -109,7 +114,9 @@ def fraction_changed(before: Mapping[str, torch.Tensor] | nn.Module, after: Mapp
     for name, t in a.items():
         u = b[name]
         if t.shape != u.shape:
-            raise ValueError(f"parameter {name!r} has shape {tuple(t.shape)} in one model and {tuple(u.shape)} in the other")
+            raise ValueError(
+                f"parameter {name!r} has shape {tuple(t.shape)} in one model and {tuple(u.shape)} in the other"
+            )
         same = (t == u) | (t.isnan() & u.isnan())
         changed += int((~same).sum())
         total += t.numel()
@@ -147,7 +154,9 @@ def evaluate(model: nn.Module, splits, *, batch_size: int = 512) -> dict[str, fl
     else:
         forget_acc = _hit(forget_logits, forget_y)
         retain_acc = _hit(test_logits, test_y)
-    score = mia_from_entropies(entropy(retain_logits).numpy(), entropy(test_logits).numpy(), entropy(forget_logits).numpy())
+    score = mia_from_entropies(
+        entropy(retain_logits).numpy(), entropy(test_logits).numpy(), entropy(forget_logits).numpy()
+    )
     return {
         "forget_acc": forget_acc,
         "retain_acc": retain_acc,

@@ -1,7 +1,8 @@
 """Training a classifier with cross-entropy: used for the original model, retrain and finetune.
 
-    model = train(build_model("cnn"), make_loader(splits.train, 128, shuffle=True), epochs=2)
+model = train(build_model("cnn"), make_loader(splits.train, 128, shuffle=True), epochs=2)
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -13,7 +14,9 @@ from torch.nn import functional as F
 OPTIMIZERS = ("adam", "sgd")
 
 
-def make_optimizer(params: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    params: Iterable[nn.Parameter], name: str, lr: float, weight_decay: float, momentum: float
+) -> torch.optim.Optimizer:
     """Adam, or SGD with momentum, over `params`."""
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -62,7 +65,9 @@ def train(
     return model
 
 
-def _train_epoch(model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer, device: torch.device, progress: bool, desc: str) -> float:
+def _train_epoch(
+    model: nn.Module, loader: Iterable, opt: torch.optim.Optimizer, device: torch.device, progress: bool, desc: str
+) -> float:
     """One pass; returns the mean training loss (over batches)."""
     batches = loader
     if progress:

@@ -10,6 +10,7 @@ module runs alone under torch.func vmap, on its own inputs and output gradients,
 warning. `register_rule(module_type, rule)` adds an exact rule for a layer of your own. `Weighted` and `PerClass` targets
 give weighted and per-class (e.g. true-Fisher) importances through the same engine.
 """
+
 from ._accumulator import PerSampleAccumulator
 from ._targets import PerClass, Weighted
 from .rules import register_rule, unregister_rule

@@ -19,6 +19,7 @@ For each batch:
    time, summing every use of a parameter before squaring (see _deferred).
 Samples must not interact in the forward pass: eval mode, which importance() sets.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -215,7 +216,9 @@ class PerSampleAccumulator:
             self._mask = None
 
     def _losses(self, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
-        return per_sample_losses(outputs, targets, label_free=self.label_free, loss_fn=self.loss_fn, task=self.task, mask=self._mask)
+        return per_sample_losses(
+            outputs, targets, label_free=self.label_free, loss_fn=self.loss_fn, task=self.task, mask=self._mask
+        )
 
     def _forward(self, inputs: Any, n: int) -> torch.Tensor:
         self._n = n

@@ -5,6 +5,7 @@ works on `chunk` samples at a time. The chunk is sized so that the temporary per
 tensors stay within max(budget, the layer's own activations): peak extra memory is then
 O(one layer's activations + params), whatever the batch size.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator

@@ -11,6 +11,7 @@ running. From the uses:
 - anywhere else (nn.MultiheadAttention reads out_proj.weight itself; a model multiplies
   by its embedding matrix): vmap over the smallest module whose forward holds every use.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,7 +33,11 @@ class _UseTrace(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
-        used = [self.watched[id(a)] for a in tree_leaves((args, kwargs)) if isinstance(a, torch.Tensor) and id(a) in self.watched]
+        used = [
+            self.watched[id(a)]
+            for a in tree_leaves((args, kwargs))
+            if isinstance(a, torch.Tensor) and id(a) in self.watched
+        ]
         if used and any(isinstance(r, torch.Tensor) and r.grad_fn is not None for r in tree_leaves(result)):
             site = self.stack[-1] if self.stack else ""
             for full in set(used):

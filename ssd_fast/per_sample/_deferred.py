@@ -9,6 +9,7 @@ gradient into one buffer per parameter, which is then squared and summed over th
 chunk. Memory is the recorded activations plus one chunk of per-sample gradients,
 bounded by the budget (one sample at a time at least), whatever the batch size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -48,7 +49,9 @@ class LayerCall:
         return {full: grads[local] for local, full in self.layer.params.items() if local in grads}
 
 
-def flush_(uses: list[Use], sums: dict[str, torch.Tensor], *, n: int, absolute: bool, budget: int, numel: dict[str, int]) -> None:
+def flush_(
+    uses: list[Use], sums: dict[str, torch.Tensor], *, n: int, absolute: bool, budget: int, numel: dict[str, int]
+) -> None:
     """Add sum over samples of (sum over uses of the per-sample gradient)^2 into `sums`."""
     if not uses:
         return

@@ -5,6 +5,7 @@ sum_b g_b**2 for a layer without ever forming the per-sample gradients g_b. The 
 their pure-PyTorch path (unfold + bmm in chunks) as the tested reference, and fall back to
 it when the library has no kernel for the device.
 """
+
 from __future__ import annotations
 
 import torch

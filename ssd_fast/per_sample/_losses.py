@@ -10,6 +10,7 @@ size 1 equals batch-mode importance at batch size 1:
 - label-free: ||f(x_i)||_2^2, over the positions its attention mask keeps;
 - a user `loss_fn(outputs, targets)` must return a [B] tensor of per-sample losses.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -49,4 +50,3 @@ def per_sample_losses(
         raise TypeError(f"cross-entropy needs tensor targets, got {type(targets).__name__}")
     check_class_targets(outputs, targets)
     return F.cross_entropy(outputs, targets, reduction="none").reshape(n, -1).mean(1)
-

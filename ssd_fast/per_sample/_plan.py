@@ -14,6 +14,7 @@
 `placement` carries what the run-time checks found: a full parameter name mapped to
 DEFER, or to the name of the module whose unit must take it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -102,7 +103,11 @@ def make_plan(model: nn.Module, params: dict[str, nn.Parameter], placement: dict
         else:
             unit_params.setdefault(common_module(set(mods)), set()).add(full)
     for mod_name, module in modules.items():
-        own = {local: name_of[id(p)] for local, p in module._parameters.items() if p is not None and mod_name in homes.get(name_of.get(id(p)), ())}
+        own = {
+            local: name_of[id(p)]
+            for local, p in module._parameters.items()
+            if p is not None and mod_name in homes.get(name_of.get(id(p)), ())
+        }
         if own:
             _add_rule_module(plan, mod_name, module, entries[mod_name], own, owners, placement)
     for mod_name, fulls in unit_params.items():
@@ -115,7 +120,9 @@ def _can_share(entry: RuleEntry) -> bool:
     return entry.grad_sample is not None or entry.call_grad_sample is not None
 
 
-def _add_rule_module(plan: Plan, name: str, module: nn.Module, entry: RuleEntry, own: dict[str, str], owners: dict, placement: dict) -> None:
+def _add_rule_module(
+    plan: Plan, name: str, module: nn.Module, entry: RuleEntry, own: dict[str, str], owners: dict, placement: dict
+) -> None:
     shared = any(len(owners[full]) > 1 or placement.get(full) == DEFER for full in own.values())
     if entry.output_rule is not None and not shared:
         plan.layers.append(Layer(name, module, entry, own))
@@ -134,5 +141,7 @@ def _paths_in(module: nn.Module, fulls: set[str], name_of: dict[int, str]) -> di
             paths[path] = full
     missing = fulls - set(paths.values())
     if missing:
-        raise RuntimeError(f"per-sample importance: {sorted(missing)} are used in {type(module).__name__} but do not belong to it")
+        raise RuntimeError(
+            f"per-sample importance: {sorted(missing)} are used in {type(module).__name__} but do not belong to it"
+        )
     return paths

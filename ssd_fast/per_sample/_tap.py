@@ -7,6 +7,7 @@ taps: output gradients flow layer to layer, but no parameter gradient is ever fo
 because no parameter is asked for. Each callback turns its layer's output gradient
 into that layer's sum of squared per-sample gradients, and the gradient is then freed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

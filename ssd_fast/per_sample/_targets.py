@@ -14,6 +14,7 @@ Weights are folded into the backward pass: seeding it with s_i * loss_i gives pe
 gradients s_i * g_i, so s_i = sqrt(w_i) yields w_i g_i^2, and s_i = w_i yields w_i |g_i|
 for label-free importance. No rule needs to know about weights.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -76,7 +77,9 @@ def seeds_for(targets: Any, outputs: torch.Tensor, *, absolute: bool) -> list[Se
     if isinstance(targets, Weighted):
         w = _check_weight(targets.weight, (n,), "Weighted.weight")
         s = w if absolute else w.sqrt()
-        return [Seed(seed.targets, _times(seed.scale, s)) for seed in seeds_for(targets.targets, outputs, absolute=absolute)]
+        return [
+            Seed(seed.targets, _times(seed.scale, s)) for seed in seeds_for(targets.targets, outputs, absolute=absolute)
+        ]
     if isinstance(targets, PerClass):
         return _per_class_seeds(targets, outputs, absolute=absolute)
     return [Seed(targets, None)]

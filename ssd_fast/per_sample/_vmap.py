@@ -12,6 +12,7 @@ dim that does (time-major RNNs), else none (a shared tensor, captured as it is).
 output that does not hold the batch but leads with 1 (it was broadcast, like a position
 embedding) is expanded to the batch so that its gradient arrives per sample.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -63,7 +64,9 @@ def _slice(t: torch.Tensor, dim: int, s: slice) -> torch.Tensor:
 
 def _unit_grads(call: UnitCall, s: slice, n: int) -> dict[str, torch.Tensor]:
     unit = call.unit
-    params = {path: p.detach() for path, p in unit.module.named_parameters(remove_duplicate=False) if path in unit.params}
+    params = {
+        path: p.detach() for path, p in unit.module.named_parameters(remove_duplicate=False) if path in unit.params
+    }
     in_leaves, in_spec = tree_flatten((call.args, call.kwargs))
     in_leaves = [leaf.detach() if isinstance(leaf, torch.Tensor) else leaf for leaf in in_leaves]
     in_dims = [batch_dim(leaf, n) for leaf in in_leaves]
@@ -117,4 +120,3 @@ def record_call(unit: Unit, args: tuple, kwargs: dict, output: Any, n: int, tap_
         call.out_dims[i] = d
         leaves[i] = tap_fn(leaf, lambda g, i=i: call.grads.__setitem__(i, g))
     return call, tree_unflatten(leaves, spec)
-

@@ -5,6 +5,7 @@ what forget accuracy to aim for, `_evaluation.py` scores a trial,
 and `_layer_starts.py` restricts dampening to later layers. One `ssd_fast.Dampener` runs every
 trial: it restores the parameters from its snapshot, then dampens.
 """
+
 from ._search import Trial, TuneResult, tune
 
 __all__ = ["tune", "TuneResult", "Trial"]

@@ -6,6 +6,7 @@ points where "forgets enough" or "keeps retain" flips, bisection in log(alpha) f
 the boundary; where both neighbours selected the same number of parameters the sets
 are identical, so there is nothing in between to find.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,6 +3,7 @@
 `tune` scores every trial on these, so they are materialised once: each trial then
 costs only the forward passes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -17,7 +18,9 @@ from .._batches import Unpack, call_model, eval_mode, to_device, unpack_batch
 class EvalSet:
     """Up to `limit` (inputs, labels) samples from `data`, kept as a list of device batches."""
 
-    def __init__(self, data: Iterable, name: str, device: torch.device, *, limit: int | None = None, unpack: Unpack | None = None):
+    def __init__(
+        self, data: Iterable, name: str, device: torch.device, *, limit: int | None = None, unpack: Unpack | None = None
+    ):
         _checks.batches(data, name, "a DataLoader or an iterable of (inputs, labels) batches")
         self.name = name
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -45,7 +48,9 @@ class EvalSet:
         return self.score(model)[0]
 
     @torch.no_grad()
-    def score(self, model: nn.Module, *, max_correct: float | None = None, max_wrong: float | None = None) -> tuple[float, bool]:
+    def score(
+        self, model: nn.Module, *, max_correct: float | None = None, max_wrong: float | None = None
+    ) -> tuple[float, bool]:
         """(accuracy, complete): stops early once more than `max_correct` samples are right
         or more than `max_wrong` are wrong, because the trial has then failed whatever the
         rest holds. After an early stop the accuracy is over the part scored only."""

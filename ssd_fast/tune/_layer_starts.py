@@ -13,6 +13,7 @@ embedding) after the first; dampening "from" it allows every parameter from it o
 in `named_parameters()` order, so a conv's BatchNorm goes with the conv. Deep models get
 at most `limit` starts, evenly spaced in depth, the last weight layer always among them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -24,6 +24,7 @@ is then made over every trial (`_layer_starts.py` says why). The chance bound al
 loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy with every layer, where
 dampening from the second conv on reached 0%.
 """
+
 from __future__ import annotations
 
 import math
@@ -143,7 +144,9 @@ class _Search:
         self.timing["apply"] += t2 - t1
         self.timing["score"] += time.perf_counter() - t2
         forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
-        trial = Trial(alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer)
+        trial = Trial(
+            alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer
+        )
         self.trials.append(trial)
         return trial
 
@@ -151,7 +154,9 @@ class _Search:
         """Scores the model as it is now. Each set stops early once its constraint has
         certainly failed; a failed trial's accuracy is then an estimate from the part scored."""
         eps = 1e-9
-        forget_acc, forget_done = self.forget_set.score(self.model, max_correct=self.target.bound * self.forget_set.size + eps)
+        forget_acc, forget_done = self.forget_set.score(
+            self.model, max_correct=self.target.bound * self.forget_set.size + eps
+        )
         retain_acc, retain_done = self.retain_set.score(
             self.model, max_wrong=(1.0 - self.retain_floor) * self.retain_set.size + eps
         )
@@ -162,6 +167,7 @@ class _Search:
 
 def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> tuple[Trial | None, bool]:
     """The accepted trial closest to the aim (then best retain, then larger alpha), or a best effort."""
+
     def distance(t: Trial) -> float:
         return abs(t.forget_acc - target.aim)
 
@@ -287,7 +293,11 @@ def tune(
     if alphas is not None:
         alphas = _checks.finite_numbers(alphas, "alphas", positive=True)
     lams = _checks.finite_numbers(lams, "lams", positive=False)
-    for value, name in ((target_forget_acc, "target_forget_acc"), (max_retain_drop, "max_retain_drop"), (tolerance, "tolerance")):
+    for value, name in (
+        (target_forget_acc, "target_forget_acc"),
+        (max_retain_drop, "max_retain_drop"),
+        (tolerance, "tolerance"),
+    ):
         _checks.fraction(value, name)
     _checks.count(refine_steps, "refine_steps", minimum=0)
     _checks.count(max_trials, "max_trials", minimum=1)
@@ -303,10 +313,20 @@ def tune(
     device = model_device(model)
     forget_set = EvalSet(forget_eval, "forget_eval", device, limit=eval_limit, unpack=unpack)
     retain_set = EvalSet(retain_eval, "retain_eval", device, limit=eval_limit, unpack=unpack)
-    unseen_set = EvalSet(unseen_eval, "unseen_eval", device, limit=eval_limit, unpack=unpack) if unseen_eval is not None else None
+    unseen_set = (
+        EvalSet(unseen_eval, "unseen_eval", device, limit=eval_limit, unpack=unpack)
+        if unseen_eval is not None
+        else None
+    )
     target = resolve_target(
-        model, forget_set, retain_set, target_forget_acc=target_forget_acc, unseen_eval=unseen_set,
-        retrained=retrained, full_class=full_class, tolerance=tolerance,
+        model,
+        forget_set,
+        retain_set,
+        target_forget_acc=target_forget_acc,
+        unseen_eval=unseen_set,
+        retrained=retrained,
+        full_class=full_class,
+        tolerance=tolerance,
     )
     original_forget, original_retain = forget_set.accuracy(model), retain_set.accuracy(model)
     candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, dampener.importance_pairs())
@@ -319,9 +339,14 @@ def tune(
     try:
         for first_layer in starts:
             stage = dampener if first_layer is None else dampener.only_from(first_layer)
-            stage_alphas = candidates if first_layer is None else _candidate_alphas(
-                alphas, False, None, None, stage.importance_pairs())
-            search = _Search(model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer)
+            stage_alphas = (
+                candidates
+                if first_layer is None
+                else _candidate_alphas(alphas, False, None, None, stage.importance_pairs())
+            )
+            search = _Search(
+                model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer
+            )
             try:
                 _run_search(search, stage_alphas, lams, refine_steps, max_trials)
             finally:

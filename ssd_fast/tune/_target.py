@@ -10,6 +10,7 @@ The ideal is the forget accuracy a model retrained without Df would have. Proxie
   accepts up to `tolerance` above it. `target_forget_acc` may be given instead.
 - With `retrained` (a model trained without Df): aim at its accuracy on `forget_eval`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ github.com/if-loops/selective-synaptic-dampening; the only change for ssd_fast i
 import line below. tests/compat/test_compat.py runs it and checks the result against
 ssd_fast.reference. Run it directly for a tiny self-contained demo.
 """
+
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 

@@ -1,4 +1,5 @@
 """ssd_fast.compat: the published SSD interface gives ssd_fast.reference's results."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,7 +43,11 @@ def _tensors():
 def _loaders(layout: str) -> tuple[DataLoader, DataLoader]:
     """Full and forget (class 0) loaders yielding batches in `layout`."""
     x, y = _tensors()
-    fields = {"published": lambda x, y, i: (x, torch.zeros_like(y), y), "xy": lambda x, y, i: (x, y), "xyi": lambda x, y, i: (x, y, i)}[layout]
+    fields = {
+        "published": lambda x, y, i: (x, torch.zeros_like(y), y),
+        "xy": lambda x, y, i: (x, y),
+        "xyi": lambda x, y, i: (x, y, i),
+    }[layout]
     index = torch.arange(N)
     keep = y == 0
     full = DataLoader(TensorDataset(*fields(x, y, index)), batch_size=8)
@@ -96,7 +101,9 @@ def test_calc_importance_keeps_the_callers_mode_like_the_published_code() -> Non
     """In train mode BatchNorm uses batch statistics and updates its running ones: as published."""
     model, expected_model = _bn_train_dropout_off(_model()), _bn_train_dropout_off(_model())
     full, _ = _loaders("published")
-    got = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1, "selection_weighting": 10}).calc_importance(full)
+    got = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1, "selection_weighting": 10}).calc_importance(
+        full
+    )
     # The published loop, by hand: .grad of the mean CE per batch, squared, averaged over batches.
     sums = {n: torch.zeros_like(p) for n, p in expected_model.named_parameters()}
     for x, _, y in full:
@@ -130,7 +137,10 @@ def test_keys_other_than_the_models_names_pair_by_position_with_a_warning() -> N
     model = _model().eval()
     pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0})
     d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
-    rename = lambda imp: {f"module.{k}": v for k, v in imp.items()}
+
+    def rename(imp):
+        return {f"module.{k}": v for k, v in imp.items()}
+
     with pytest.warns(UserWarning, match="by position"):
         pdr.modify_weight(rename(d), rename(f))
     _assert_same_state(model.state_dict(), _reference_result(alpha=2.0, lam=1.0))
@@ -147,19 +157,72 @@ def _good_importances():
     [
         (lambda m: ParameterPerturber(m, None, "cpu", None), TypeError, "published dict"),
         (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1}), ValueError, "missing"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1, "alpha": 3}), ValueError, "unknown"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": -1, "selection_weighting": 1}), ValueError, ">= 0"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": float("nan")}), ValueError, "finite"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1, "exponent": 0}), ValueError, "> 0"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}).calc_importance(_loaders("xy")[0]), TypeError, "batch_layout='xy'"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}, batch_layout="yx"), ValueError, "batch_layout"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}).modify_weight(
-            {k: v for k, v in list(_good_importances()[0].items())[:-1]}, _good_importances()[1]), ValueError, "length"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}).modify_weight(
-            {k: v * float("nan") for k, v in _good_importances()[0].items()}, _good_importances()[1]), ValueError, "NaN"),
-        (lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}).modify_weight(
-            {k: -v for k, v in _good_importances()[0].items()}, _good_importances()[1]), ValueError, "negative"),
-        (lambda m: ssd_tuning(m, _loaders("published")[1], 1.0, 10.0, _loaders("published")[0], "cpu"), TypeError, "keywords"),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1, "alpha": 3}
+            ),
+            ValueError,
+            "unknown",
+        ),
+        (
+            lambda m: ParameterPerturber(m, None, "cpu", {"dampening_constant": -1, "selection_weighting": 1}),
+            ValueError,
+            ">= 0",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": float("nan")}
+            ),
+            ValueError,
+            "finite",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1, "exponent": 0}
+            ),
+            ValueError,
+            "> 0",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}
+            ).calc_importance(_loaders("xy")[0]),
+            TypeError,
+            "batch_layout='xy'",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}, batch_layout="yx"
+            ),
+            ValueError,
+            "batch_layout",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}
+            ).modify_weight({k: v for k, v in list(_good_importances()[0].items())[:-1]}, _good_importances()[1]),
+            ValueError,
+            "length",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}
+            ).modify_weight({k: v * float("nan") for k, v in _good_importances()[0].items()}, _good_importances()[1]),
+            ValueError,
+            "NaN",
+        ),
+        (
+            lambda m: ParameterPerturber(
+                m, None, "cpu", {"dampening_constant": 1, "selection_weighting": 1}
+            ).modify_weight({k: -v for k, v in _good_importances()[0].items()}, _good_importances()[1]),
+            ValueError,
+            "negative",
+        ),
+        (
+            lambda m: ssd_tuning(m, _loaders("published")[1], 1.0, 10.0, _loaders("published")[0], "cpu"),
+            TypeError,
+            "keywords",
+        ),
     ],
 )
 def test_bad_input_raises_before_the_model_is_touched(call, error, match) -> None:

@@ -1,4 +1,5 @@
 """alpha="auto": ASSD's percentile rule, checked on a hand-built case, plus its errors."""
+
 from __future__ import annotations
 
 import math
@@ -64,7 +65,11 @@ def _state(model: nn.Module) -> dict[str, torch.Tensor]:
     [
         (lambda f, d: (dict(f), d), ValueError, "n_samples"),
         (lambda f, d: (f, Importances(dict(d))), ValueError, "full importances carry no n_samples"),
-        (lambda f, d: (f, Importances({k: torch.zeros_like(v) for k, v in d.items()}, n_samples=500)), ValueError, "no parameter has a finite"),
+        (
+            lambda f, d: (f, Importances({k: torch.zeros_like(v) for k, v in d.items()}, n_samples=500)),
+            ValueError,
+            "no parameter has a finite",
+        ),
     ],
 )
 def test_bad_auto_inputs_raise_and_leave_model_unchanged(make, error, match) -> None:

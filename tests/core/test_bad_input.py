@@ -1,4 +1,5 @@
 """Every bad input to dampen gets a clear error and leaves the model bit-for-bit unchanged."""
+
 from __future__ import annotations
 
 import pytest
@@ -120,5 +121,7 @@ def test_raw_op_errors_leave_params_unchanged(setup):
     before = snapshot(model)
     short = list(full.values())[:-1]
     with pytest.raises(RuntimeError, match="same length"):
-        torch.ops.ssd_fast.select_dampen_(params, list(forget.values()), short, 1.0, 1.0, torch.zeros(len(params), dtype=torch.int64))
+        torch.ops.ssd_fast.select_dampen_(
+            params, list(forget.values()), short, 1.0, 1.0, torch.zeros(len(params), dtype=torch.int64)
+        )
     assert_unchanged(model, before)

@@ -1,4 +1,5 @@
 """ssd_fast.dampen against ssd_fast.reference.dampen, through every input form and backend."""
+
 from __future__ import annotations
 
 import copy

@@ -1,4 +1,5 @@
 """ssd_fast.importance (batch mode) against ssd_fast.reference.importance."""
+
 from __future__ import annotations
 
 import copy

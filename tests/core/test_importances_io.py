@@ -1,4 +1,5 @@
 """Importances: validation at construction, and safetensors files that load without running code."""
+
 from __future__ import annotations
 
 import pytest
@@ -69,8 +70,11 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
 
 def test_damaged_metadata_is_refused(imp, tmp_path):
     path = tmp_path / "meta.safetensors"
-    save_file({k: v.contiguous() for k, v in imp.items()}, str(path),
-              metadata={"format": "ssd_fast.importances", "version": "1", "meta": "{not json"})
+    save_file(
+        {k: v.contiguous() for k, v in imp.items()},
+        str(path),
+        metadata={"format": "ssd_fast.importances", "version": "1", "meta": "{not json"},
+    )
     with pytest.raises(ValueError, match="damaged metadata"):
         Importances.load(path)
 

@@ -1,4 +1,5 @@
 """Importances.merge / update: the union's importance, weighted the way each mode averages."""
+
 from __future__ import annotations
 
 import pytest
@@ -50,11 +51,15 @@ def test_per_sample_merge_weights_by_samples() -> None:
     """per_sample mode is a mean over samples; built from batch-size-1 batch mode, which is the same sum."""
     model = _model()
     a, b = _data(5, 1), _data(9, 2)
+
     def one(data):
         return ssd_fast.importance(model, DataLoader(data, batch_size=1), progress=False)
+
     ia, ib, iu = one(a), one(b), one(torch.utils.data.ConcatDataset([a, b]))
+
     def as_per_sample(imp):
         return Importances(dict(imp), mode="per_sample", n_samples=imp.n_samples)
+
     merged = as_per_sample(ia).merge(as_per_sample(ib))
     assert merged.n_samples == 14
     for name in iu:
@@ -90,7 +95,12 @@ def test_several_deletion_requests_share_one_full_importance() -> None:
     "other, match",
     [
         (lambda m: _importance(m, _data(8, 2), label_free=True), "label_free"),
-        (lambda m: _importance(m, _data(8, 2), mode="batch").__class__(dict(_importance(m, _data(8, 2))), mode="per_sample", n_samples=8), "mode"),
+        (
+            lambda m: _importance(m, _data(8, 2), mode="batch").__class__(
+                dict(_importance(m, _data(8, 2))), mode="per_sample", n_samples=8
+            ),
+            "mode",
+        ),
         (lambda m: Importances(dict(_importance(m, _data(8, 2)))), "n_batches"),
         (lambda m: ssd_fast.importance(m, DataLoader(_data(8, 2), batch_size=2), progress=False), "batch size"),
         (lambda m: _importance(nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)), _data(8, 2)), "fingerprint"),

@@ -1,4 +1,5 @@
 """The README's runnable example runs as written and dampens something."""
+
 from __future__ import annotations
 
 import contextlib

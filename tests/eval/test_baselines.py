@@ -1,4 +1,5 @@
 """ssd_fast.eval.baselines: Fisher Forgetting against hand-derived values, retrain and finetune."""
+
 from __future__ import annotations
 
 import pytest

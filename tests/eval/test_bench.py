@@ -1,4 +1,5 @@
 """`python -m ssd_fast.eval.bench` end to end on a tiny configuration (digits, so it always runs)."""
+
 from __future__ import annotations
 
 import json
@@ -12,10 +13,26 @@ REQUIRED = {"method", "seed", "forget_acc", "retain_acc", "test_acc", "mia", "se
 
 def _tiny(tmp_path, *extra: str) -> list[str]:
     return [
-        "--data-dir", str(tmp_path / "no-fashion-here"),  # falls back to digits: fast and always present
-        "--train-subset", "200", "--test-subset", "100", "--epochs", "1", "--finetune-epochs", "1",
-        "--fisher-max-samples", "3", "--seeds", "2", "--no-progress",
-        "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), *extra,
+        "--data-dir",
+        str(tmp_path / "no-fashion-here"),  # falls back to digits: fast and always present
+        "--train-subset",
+        "200",
+        "--test-subset",
+        "100",
+        "--epochs",
+        "1",
+        "--finetune-epochs",
+        "1",
+        "--fisher-max-samples",
+        "3",
+        "--seeds",
+        "2",
+        "--no-progress",
+        "--out",
+        str(tmp_path / "out"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        *extra,
     ]
 
 
@@ -50,9 +67,13 @@ def test_bench_end_to_end_writes_table_json_and_plot(tmp_path, capsys):
     assert "extrapolated" in table
     header = next(line for line in table.splitlines() if line.startswith("| |"))
     assert [c.strip() for c in header.strip("|").split("|")][1:] == list(METHODS)  # every method has a column
-    for row in ("| forget acc, test images of the forgotten class |", "| retain acc, test images of the other classes |",
-                "| test acc, all test images |", "| retain acc on D_r (train images kept) |",
-                "| forget acc on D_f (train images forgotten) |"):
+    for row in (
+        "| forget acc, test images of the forgotten class |",
+        "| retain acc, test images of the other classes |",
+        "| test acc, all test images |",
+        "| retain acc on D_r (train images kept) |",
+        "| forget acc on D_f (train images forgotten) |",
+    ):
         assert row in table
     assert "| forget acc, test images of the forgotten class |" in capsys.readouterr().out
     assert all(not s["train_cached"] for s in results["steps"])
@@ -102,7 +123,9 @@ def test_checkpoint_records_the_cpu_time_of_a_cached_value(tmp_path):
 
 
 def test_bench_tunes_subclass_forgetting_against_held_out_images(tmp_path):
-    args = _tiny(tmp_path, "--scenario", "subclass", "--forget", "8", "--seeds", "1", "--methods", "baseline,ssd_tune,ssd_auto")
+    args = _tiny(
+        tmp_path, "--scenario", "subclass", "--forget", "8", "--seeds", "1", "--methods", "baseline,ssd_tune,ssd_auto"
+    )
     with pytest.warns(UserWarning):
         result = main(args)
     tuned = next(r for r in result.records if r["method"] == "ssd_tune")

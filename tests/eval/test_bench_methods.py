@@ -1,5 +1,6 @@
 """The benchmark's SSD methods (ssd_tune, ssd_auto), its held-out tune data and its dependency check,
 on digits with a briefly trained small CNN, on the CPU."""
+
 from __future__ import annotations
 
 import copy
@@ -43,8 +44,16 @@ def digits():
 
 def _context(digits, scenario: str, forget: str | None) -> Context:
     data, held_out = digits
-    config = BenchConfig(scenario=scenario, forget=forget, n_forget=30, train_subset=None, epochs=2, progress=False,
-                         val_per_class=20, tune_eval_limit=1000)
+    config = BenchConfig(
+        scenario=scenario,
+        forget=forget,
+        n_forget=30,
+        train_subset=None,
+        epochs=2,
+        progress=False,
+        val_per_class=20,
+        tune_eval_limit=1000,
+    )
     splits = make_scenario(data, scenario, config.forget_target(), n_forget=30, seed=0)
     torch.manual_seed(0)
     model = build_model("cnn", num_classes=splits.num_classes, in_channels=1)
@@ -71,7 +80,9 @@ def test_ssd_auto_is_dampen_with_alpha_auto(class_ctx):
     assert all(torch.equal(got[n], p) for n, p in want.named_parameters())
     assert f"alpha {report.alpha:.4g}" in run.notes and report.alpha != 10.0
     assert run.seconds == pytest.approx(sum(run.steps.values()))
-    assert all(torch.equal(before[n], p) for n, p in class_ctx.model.named_parameters())  # the trained model is untouched
+    assert all(
+        torch.equal(before[n], p) for n, p in class_ctx.model.named_parameters()
+    )  # the trained model is untouched
 
 
 def test_ssd_tune_is_tune_on_the_held_out_sets_and_times_every_trial(class_ctx):
@@ -79,8 +90,14 @@ def test_ssd_tune_is_tune_on_the_held_out_sets_and_times_every_trial(class_ctx):
     sets = class_ctx.tune_sets
     want = copy.deepcopy(class_ctx.model)
     forget = importance(want, make_loader(class_ctx.splits.forget, 64), progress=False)
-    result = tune(want, forget, class_ctx.full["ssd"], forget_eval=sets.forget_eval, retain_eval=sets.retain_eval, eval_limit=1000)
-    assert (run.details["alpha"], run.details["lam"], run.details["trials"]) == (result.alpha, result.lam, len(result.trials))
+    result = tune(
+        want, forget, class_ctx.full["ssd"], forget_eval=sets.forget_eval, retain_eval=sets.retain_eval, eval_limit=1000
+    )
+    assert (run.details["alpha"], run.details["lam"], run.details["trials"]) == (
+        result.alpha,
+        result.lam,
+        len(result.trials),
+    )
     got = dict(run.model.named_parameters())
     assert all(torch.equal(got[n], p) for n, p in want.named_parameters())
     assert run.details["trials"] > 1 and set(run.steps) == {"forget importance", "tune"}
@@ -130,10 +147,21 @@ def test_other_scenarios_tune_on_the_forget_set_against_unseen_held_out_images(d
 
 def test_missing_optional_dependency_stops_before_any_work(tmp_path, monkeypatch):
     real = deps.importlib.util.find_spec
-    monkeypatch.setattr(deps.importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a))
+    monkeypatch.setattr(
+        deps.importlib.util, "find_spec", lambda name, *a: None if name == "sklearn" else real(name, *a)
+    )
     assert deps.missing_optional() == ["scikit-learn"]
     with pytest.raises(SystemExit, match=r"pip install ssd_fast\[eval\]"):
-        main(["--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+        main(
+            [
+                "--data-dir",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "out"),
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
 
 

@@ -1,4 +1,5 @@
 """ssd_fast.eval.data: the IDX reader, the loaders and the three unlearning scenarios."""
+
 from __future__ import annotations
 
 import gzip

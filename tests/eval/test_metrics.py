@@ -1,4 +1,5 @@
 """ssd_fast.eval.metrics: accuracy, the entropy MIA on cases with a known answer, parameters changed."""
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,8 @@ def test_entropy_known_values():
 
 def test_mia_calls_confident_forget_samples_members():
     model = Confidence()
-    retain = _ds([8.0, 9.0, 10.0, 11.0, 12.0] * 4)     # members: confident
-    test = _ds([0.0, 0.1, -0.1, 0.2, 0.05] * 4)         # non-members: near uniform
+    retain = _ds([8.0, 9.0, 10.0, 11.0, 12.0] * 4)  # members: confident
+    test = _ds([0.0, 0.1, -0.1, 0.2, 0.05] * 4)  # non-members: near uniform
     assert mia(model, retain, _ds([9.5, 10.5, 11.0]), test) == 1.0
     assert mia(model, retain, _ds([0.0, 0.1, 0.02]), test) == 0.0
     assert mia(model, retain, _ds([10.0, 0.0]), test) == 0.5

@@ -1,6 +1,7 @@
 """End to end on real data: a small CNN with BatchNorm, trained briefly on Fashion-MNIST,
 then importance + dampen through ssd_fast and through the reference must agree: the same
 selected set, and parameters equal up to float rounding."""
+
 from __future__ import annotations
 
 import copy
@@ -16,7 +17,9 @@ from ssd_fast.eval.training import train
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not fashion_mnist_available(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"),
+    pytest.mark.skipif(
+        not fashion_mnist_available(), reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist)"
+    ),
 ]
 
 

@@ -1,4 +1,5 @@
 """The compiled ops against the reference, on awkward inputs, for every dtype and device."""
+
 from __future__ import annotations
 
 import pytest
@@ -177,11 +178,20 @@ def test_select_dampen_rejects_bad_arguments_without_writing(bad, message):
     "call, message",
     [
         (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f[:1], d, 2.0, 1.0, s), r"same length, got 2, 1, 2"),
-        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, [t.double() for t in f], d, 2.0, 1.0, s), r"forget\[0\] Double"),
-        (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f, d, -1.0, 1.0, s), r"alpha must be finite and > 0, got -1"),
+        (
+            lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, [t.double() for t in f], d, 2.0, 1.0, s),
+            r"forget\[0\] Double",
+        ),
+        (
+            lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f, d, -1.0, 1.0, s),
+            r"alpha must be finite and > 0, got -1",
+        ),
         (lambda p, f, d, s: torch.ops.ssd_fast.select_dampen_(p, f, d, 2.0, 1.0, s[:1]), r"one entry per param \(2\)"),
         (lambda p, f, d, s: torch.ops.ssd_fast.sq_accumulate_(f, d[:1], 1.0, False), r"same length, got 2 and 1"),
-        (lambda p, f, d, s: torch.ops.ssd_fast.sq_accumulate_([t.double() for t in f], d, 1.0, False), r"importances\[0\] must be float32"),
+        (
+            lambda p, f, d, s: torch.ops.ssd_fast.sq_accumulate_([t.double() for t in f], d, 1.0, False),
+            r"importances\[0\] must be float32",
+        ),
     ],
 )
 def test_raw_op_errors_raise_with_their_numbers(device, call, message):

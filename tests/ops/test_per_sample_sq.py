@@ -4,6 +4,7 @@ per_sample_sq_conv2d_ and per_sample_sq_tokens_ add scale * sum_b f(g_b) to out,
 is sample b's weight gradient and f squares it (or takes |.|, label-free). The reference
 forms every g_b explicitly in float64.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -77,7 +78,9 @@ def conv_case(name, device, dtype=torch.float32, seed=0):
 
 
 def run_conv(out, dy, x, geo, scale=1.0, absolute=False):
-    _ops.per_sample_sq_conv2d_(out, dy, x, geo["stride"], geo["padding"], geo["dilation"], geo["groups"], scale, absolute)
+    _ops.per_sample_sq_conv2d_(
+        out, dy, x, geo["stride"], geo["padding"], geo["dilation"], geo["groups"], scale, absolute
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -165,8 +168,12 @@ def test_tokens_strided_inputs(device):
 def test_empty_batch_and_no_tokens_add_nothing(device):
     out = torch.rand(5, 4, device=device)
     before = out.clone()
-    _ops.per_sample_sq_tokens_(out, torch.randn(0, 3, 5, device=device), torch.randn(0, 3, 4, device=device), 1.0, False)
-    _ops.per_sample_sq_tokens_(out, torch.randn(2, 0, 5, device=device), torch.randn(2, 0, 4, device=device), 1.0, False)
+    _ops.per_sample_sq_tokens_(
+        out, torch.randn(0, 3, 5, device=device), torch.randn(0, 3, 4, device=device), 1.0, False
+    )
+    _ops.per_sample_sq_tokens_(
+        out, torch.randn(2, 0, 5, device=device), torch.randn(2, 0, 4, device=device), 1.0, False
+    )
     assert torch.equal(out, before)
     conv_out = torch.rand(4, 3, 3, 3, device=device)
     conv_before = conv_out.clone()
@@ -192,8 +199,17 @@ def test_same_input_same_bits(device):
 
 
 def _conv_args(**change):
-    args = dict(out=torch.zeros(4, 3, 3, 3), dy=torch.randn(2, 4, 5, 5), x=torch.randn(2, 3, 5, 5),
-                stride=[1, 1], padding=[1, 1], dilation=[1, 1], groups=1, scale=1.0, absolute=False)
+    args = dict(
+        out=torch.zeros(4, 3, 3, 3),
+        dy=torch.randn(2, 4, 5, 5),
+        x=torch.randn(2, 3, 5, 5),
+        stride=[1, 1],
+        padding=[1, 1],
+        dilation=[1, 1],
+        groups=1,
+        scale=1.0,
+        absolute=False,
+    )
     args.update(change)
     return args
 
@@ -245,7 +261,17 @@ def test_ops_pass_opcheck():
     dy, x, shape, geo = conv_case("groups", "cpu")
     torch.library.opcheck(
         torch.ops.ssd_fast.per_sample_sq_conv2d_.default,
-        (torch.zeros(shape), dy, x, list(geo["stride"]), list(geo["padding"]), list(geo["dilation"]), geo["groups"], 1.0, False),
+        (
+            torch.zeros(shape),
+            dy,
+            x,
+            list(geo["stride"]),
+            list(geo["padding"]),
+            list(geo["dilation"]),
+            geo["groups"],
+            1.0,
+            False,
+        ),
     )
     dy, x = tokens_case("odd_tiles", "cpu")
     torch.library.opcheck(torch.ops.ssd_fast.per_sample_sq_tokens_.default, (torch.zeros(70, 67), dy, x, 1.0, True))

@@ -3,6 +3,7 @@
 The oracles are the two obvious ways to get (1/N) sum_i w_i g_i^2: a batch-size-1 loop
 with autograd.grad, and torch.func vmap(grad) over the whole model.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,14 @@ def sample_loss(outputs: torch.Tensor, target: torch.Tensor | None, label_free: 
     return F.cross_entropy(outputs, target)
 
 
-def loop_oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, label_free: bool = False, weight: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def loop_oracle(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    *,
+    label_free: bool = False,
+    weight: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """Batch size 1, one sample at a time: the definition, in float64."""
     model = model.double().eval()
     sums = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
@@ -36,7 +44,9 @@ def loop_oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, la
     return {n: (s / len(x)).float() for n, s in sums.items()}
 
 
-def vmap_oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, label_free: bool = False) -> dict[str, torch.Tensor]:
+def vmap_oracle(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, label_free: bool = False
+) -> dict[str, torch.Tensor]:
     """torch.func vmap(grad) over every parameter at once: the [B x params] baseline."""
     model.eval()
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -49,10 +59,14 @@ def vmap_oracle(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, la
     return {n: (g.abs() if label_free else g.square()).sum(0) / len(x) for n, g in grads.items()}
 
 
-def per_sample(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int = 7, label_free: bool = False, **kw) -> ssd_fast.Importances:
+def per_sample(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, *, batch_size: int = 7, label_free: bool = False, **kw
+) -> ssd_fast.Importances:
     data = [(x[i : i + batch_size], None if y is None else y[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     unpack = kw.pop("unpack", None) or (lambda b: b)
-    return ssd_fast.importance(model, data, mode="per_sample", label_free=label_free, unpack=unpack, progress=False, **kw)
+    return ssd_fast.importance(
+        model, data, mode="per_sample", label_free=label_free, unpack=unpack, progress=False, **kw
+    )
 
 
 def assert_close(got, want, rtol: float = 1e-5) -> None:

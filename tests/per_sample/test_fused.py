@@ -4,6 +4,7 @@ The torch path (unfold + bmm + square, a chunk of samples at a time) is the refe
 both get the same module, input and output gradient. CUDA cases force the fused op on,
 since it is off by default there until benchmarks/gpu_check.sh has passed on a GPU.
 """
+
 from __future__ import annotations
 
 import pytest

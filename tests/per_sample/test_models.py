@@ -1,4 +1,5 @@
 """End to end: whole models against the oracles, batch-size invariance, and dampen."""
+
 from __future__ import annotations
 
 import warnings

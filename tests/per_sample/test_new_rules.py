@@ -5,6 +5,7 @@ Each model is small and made to exercise one rule: transformers' Conv1D on 2-, 3
 the batch, tied weights under a one-sample chunk budget, nn.LSTM/GRU/RNN in every
 layout, and user rules added with register_rule.
 """
+
 from __future__ import annotations
 
 import warnings

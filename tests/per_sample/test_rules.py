@@ -1,4 +1,5 @@
 """Each per-layer rule against a batch-size-1 loop and vmap(grad), squared and label-free."""
+
 from __future__ import annotations
 
 import warnings
@@ -35,7 +36,10 @@ LAYERS = {
     "conv2d_stride_pad": (lambda: nn.Conv2d(3, 4, 3, stride=2, padding=1), (3, 7, 7)),
     "conv2d_dilation_groups": (lambda: nn.Conv2d(4, 6, (3, 2), dilation=(2, 1), groups=2, padding=(2, 1)), (4, 8, 7)),
     "conv2d_same_reflect": (lambda: nn.Conv2d(2, 3, 4, padding="same", padding_mode="reflect"), (2, 6, 6)),
-    "conv2d_depthwise_circular": (lambda: nn.Conv2d(3, 6, 3, groups=3, padding=1, padding_mode="circular", stride=2), (3, 6, 5)),
+    "conv2d_depthwise_circular": (
+        lambda: nn.Conv2d(3, 6, 3, groups=3, padding=1, padding_mode="circular", stride=2),
+        (3, 6, 5),
+    ),
     "conv1d": (lambda: nn.Conv1d(3, 4, 3, stride=2, padding=2, dilation=2), (3, 11)),
     "conv1d_groups_same": (lambda: nn.Conv1d(4, 4, 4, groups=2, padding="same", bias=False), (4, 9)),
     "batchnorm1d": (lambda: nn.BatchNorm1d(5), (5,)),
@@ -118,7 +122,9 @@ def test_tiny_chunk_budget_gives_the_same_result() -> None:
     from ssd_fast.per_sample import PerSampleAccumulator
 
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, groups=1), nn.Flatten(1, 2), nn.Linear(5, 4), nn.Flatten(), nn.LazyLinear(3))
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, groups=1), nn.Flatten(1, 2), nn.Linear(5, 4), nn.Flatten(), nn.LazyLinear(3)
+    )
     x, y = torch.randn(10, 2, 7, 7), torch.randint(0, 3, (10,))
     model(x).sum()
     params = dict(model.named_parameters())

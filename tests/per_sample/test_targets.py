@@ -1,4 +1,5 @@
 """Weighted and per-class targets, per-sample loss_fn, and refusals."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,7 +43,9 @@ def _per_class_oracle(model: nn.Module, x: torch.Tensor, weight: torch.Tensor | 
         out = model(x[i : i + 1])
         probs = out.softmax(1)[0].detach() if weight is None else weight[i]
         for c in range(out.shape[1]):
-            grads = torch.autograd.grad(F.cross_entropy(out, torch.tensor([c])), list(params.values()), retain_graph=True)
+            grads = torch.autograd.grad(
+                F.cross_entropy(out, torch.tensor([c])), list(params.values()), retain_graph=True
+            )
             for n, g in zip(params, grads):
                 sums[n] += probs[c] * g.square()
     return {n: s / len(x) for n, s in sums.items()}
@@ -93,7 +96,9 @@ def test_loss_fn_returning_a_scalar_is_refused() -> None:
         per_sample(model, x, y, loss_fn=lambda out, t: F.cross_entropy(out, t))
 
 
-@pytest.mark.parametrize("bad", [torch.tensor([1.0, -1.0, 1.0, 1.0]), torch.ones(3), torch.tensor([1.0, float("nan"), 1.0, 1.0])])
+@pytest.mark.parametrize(
+    "bad", [torch.tensor([1.0, -1.0, 1.0, 1.0]), torch.ones(3), torch.tensor([1.0, float("nan"), 1.0, 1.0])]
+)
 def test_bad_weights_are_refused(bad: torch.Tensor) -> None:
     model, x, y = _setup(n=4)
     with pytest.raises((ValueError, TypeError), match="weight"):

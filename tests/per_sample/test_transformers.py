@@ -4,6 +4,7 @@ Oracle: a batch-size-1 loop of the model's own loss (`model(**one, labels=...).l
 in float64, on each padded row with its own attention mask. Every model here must be
 covered by exact rules: no module may go to vmap, and nothing is ever vmapped whole.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,14 +26,24 @@ VOCAB, N = 40, 7
 
 
 def gpt2():
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0)
+    config = transformers.GPT2Config(
+        vocab_size=VOCAB, n_positions=16, n_embd=16, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
     return transformers.GPT2LMHeadModel(config)  # default (sdpa) attention; lm_head tied to wte
 
 
 def llama():
     config = transformers.LlamaConfig(
-        vocab_size=VOCAB, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=32, tie_word_embeddings=True, bos_token_id=0, eos_token_id=0,
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=32,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
         pad_token_id=0,
     )
     return transformers.LlamaForCausalLM(config)
@@ -40,16 +51,27 @@ def llama():
 
 def bert():
     config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=32, num_labels=3,
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+        num_labels=3,
     )
     return transformers.BertForSequenceClassification(config)
 
 
 def vit():
     config = transformers.ViTConfig(
-        image_size=8, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=24, num_labels=3,
+        image_size=8,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        num_labels=3,
     )
     return transformers.ViTForImageClassification(config)
 
@@ -188,7 +210,9 @@ def test_every_parameter_has_an_exact_rule(name: str) -> None:
 
 def test_batch_size_does_not_matter_for_per_sample() -> None:
     model = _model("gpt2")
-    results = [ssd_fast.importance(model, _batches("gpt2", size=s), mode="per_sample", progress=False) for s in (1, 4, 7)]
+    results = [
+        ssd_fast.importance(model, _batches("gpt2", size=s), mode="per_sample", progress=False) for s in (1, 4, 7)
+    ]
     for r in results[1:]:
         assert_close(r, dict(results[0]), rtol=2e-5)
 
@@ -217,20 +241,30 @@ def test_model_without_a_head_is_refused_clearly() -> None:
     model = transformers.GPT2Model(config).eval()
     before = snapshot(model)
     with pytest.raises(TypeError, match="holds no logits"):
-        ssd_fast.importance(model, [{"input_ids": torch.zeros(2, 3, dtype=torch.long)}], label_free=True, progress=False)
+        ssd_fast.importance(
+            model, [{"input_ids": torch.zeros(2, 3, dtype=torch.long)}], label_free=True, progress=False
+        )
     assert_unchanged(model, before)
 
 
 def _bert_head(head: str, **config_kw):
     config = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-        max_position_embeddings=32, **config_kw,
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+        **config_kw,
     )
     return getattr(transformers, head)(config)
 
 
 HEADS = {
-    "regression": (lambda: _bert_head("BertForSequenceClassification", num_labels=1), lambda g, n: torch.randn(n, generator=g)),
+    "regression": (
+        lambda: _bert_head("BertForSequenceClassification", num_labels=1),
+        lambda g, n: torch.randn(n, generator=g),
+    ),
     "multi_label": (
         lambda: _bert_head("BertForSequenceClassification", num_labels=3),
         lambda g, n: (torch.rand(n, 3, generator=g) > 0.5).float(),
@@ -241,7 +275,9 @@ HEADS = {
     ),
     "masked_lm": (
         lambda: _bert_head("BertForMaskedLM"),
-        lambda g, n: torch.randint(0, VOCAB, (n, 6), generator=g).masked_fill(torch.rand(n, 6, generator=g) > 0.4, -100),
+        lambda g, n: torch.randint(0, VOCAB, (n, 6), generator=g).masked_fill(
+            torch.rand(n, 6, generator=g) > 0.4, -100
+        ),
     ),
 }
 

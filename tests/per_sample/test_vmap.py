@@ -3,6 +3,7 @@
 Shared weights that rules can see (a layer called twice, a weight tied between two
 layers) need no fallback: their per-sample gradients are summed over the uses first.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -74,7 +75,11 @@ class RowVector(nn.Module):
 
 
 CASES = {
-    "custom_module": (lambda: nn.Sequential(nn.Linear(4, 4), Scale(4), nn.Tanh(), nn.Linear(4, 3)), lambda n: torch.randn(n, 4), "1 (Scale)"),
+    "custom_module": (
+        lambda: nn.Sequential(nn.Linear(4, 4), Scale(4), nn.Tanh(), nn.Linear(4, 3)),
+        lambda n: torch.randn(n, 4),
+        "1 (Scale)",
+    ),
     "multihead_attention": (Attention, lambda n: torch.randn(n, 3, 4), "attn"),
     "tied_weights": (Tied, lambda n: torch.randint(0, 5, (n, 3)), "embed"),
     "time_major_linear": (TimeMajor, lambda n: torch.randn(n, 3, 4), "proj"),

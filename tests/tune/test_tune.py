@@ -1,4 +1,5 @@
 """ssd_fast.tune: exact restores between trials, the choice left in the model, clean failures."""
+
 from __future__ import annotations
 
 import copy
@@ -50,8 +51,10 @@ def _copy(model: nn.Module) -> nn.Module:
 def _setup(model: nn.Module):
     x, y = _data(400, 1)
     forget, retain = y == 0, y != 0
+
     def loader(m, bs=32):
         return DataLoader(TensorDataset(x[m], y[m]), batch_size=bs)
+
     full_imp = ssd_fast.importance(model, loader(torch.ones_like(y, dtype=torch.bool)), progress=False)
     forget_imp = ssd_fast.importance(model, loader(forget), progress=False)
     return forget_imp, full_imp, loader(forget, 64), loader(retain, 64)
@@ -79,7 +82,15 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
         return real_apply(self, alpha, lam)
 
     monkeypatch.setattr(Dampener, "apply", checking_apply)
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 3, 10, 30, 100], lams=(1.0, 0.1))
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[1, 3, 10, 30, 100],
+        lams=(1.0, 0.1),
+    )
     assert len(calls) == len(result.trials) + 1  # every trial, then the final dampen
     assert set(result.timing) == {"apply", "restore", "score"} and all(v >= 0 for v in result.timing.values())
     assert result.satisfied and result.alpha is not None
@@ -88,7 +99,9 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
     expected = _copy(trained)
     reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=result.alpha, lam=result.lam)
     _assert_equal_state(_state(model), _state(expected))
-    assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(result.trials)
+    assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(
+        result.trials
+    )
 
 
 def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> None:
@@ -102,16 +115,33 @@ def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> 
         return real_prepare(*args, **kwargs)
 
     monkeypatch.setattr(tune_module, "prepare", counting_prepare)
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                  alphas=[1, 10, 100], lams=(1.0,), refine_steps=1)
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[1, 10, 100],
+        lams=(1.0,),
+        refine_steps=1,
+    )
     assert len(prepared) == 1 and len(result.trials) >= 3
 
 
 def test_bisection_adds_trials_between_grid_points(trained) -> None:
     model = _copy(trained)
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                  alphas=[1, 1000], lams=(1.0,), refine_steps=3, include_auto=False)
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[1, 1000],
+        lams=(1.0,),
+        refine_steps=3,
+        include_auto=False,
+    )
     assert len(result.trials) > 2
     assert all(1 <= t.alpha <= 1000 for t in result.trials)
 
@@ -186,11 +216,20 @@ def test_default_target_needs_a_proxy_when_not_full_class(trained) -> None:
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
     x, y = _data(200, 7)
     unseen = DataLoader(TensorDataset(x[y == 0], y[y == 0]), batch_size=50)
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                  full_class=False, unseen_eval=unseen, alphas=[1, 10, 100], lams=(1.0,), refine_steps=0)
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        full_class=False,
+        unseen_eval=unseen,
+        alphas=[1, 10, 100],
+        lams=(1.0,),
+        refine_steps=0,
+    )
     assert result.target.source.startswith("original model's accuracy on unseen_eval")
     assert result.target.bound == pytest.approx(result.target.aim + 0.01)
-
 
 
 def test_scoring_stops_early_only_once_a_constraint_has_certainly_failed(trained) -> None:
@@ -272,15 +311,29 @@ def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_
     model = _copy(trained)
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
     _reject_stages(monkeypatch, {None})
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[0.3, 1, 3, 10, 30],
+        lams=(1.0, 0.1),
+        refine_steps=2,
+    )
     stages = list(dict.fromkeys(t.first_layer for t in result.trials))
     assert stages == [None, "3.weight"]  # the model's only later weight layer
     assert result.satisfied and result.first_layer == "3.weight"
     assert "only from 3.weight on" in str(result)
     expected = _copy(trained)
-    ssd_fast.dampen(expected, dampen_only_from(expected, forget_imp, "3.weight"), full_imp,
-                    alpha=result.alpha, lam=result.lam, backend="reference")
+    ssd_fast.dampen(
+        expected,
+        dampen_only_from(expected, forget_imp, "3.weight"),
+        full_imp,
+        alpha=result.alpha,
+        lam=result.lam,
+        backend="reference",
+    )
     _assert_equal_state(_state(model), _state(expected))
     for name in ("0.weight", "0.bias", "1.weight", "1.bias"):
         assert torch.equal(model.state_dict()[name], trained.state_dict()[name]), name
@@ -290,8 +343,14 @@ def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_i
     model = _copy(trained)
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
     _reject_stages(monkeypatch, {None, "3.weight"})
-    args = dict(forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 10], lams=(1.0,), refine_steps=0,
-                include_auto=False)
+    args = dict(
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[1, 10],
+        lams=(1.0,),
+        refine_steps=0,
+        include_auto=False,
+    )
     with pytest.warns(RuntimeWarning, match="no trial met"):
         only_all = tune(_copy(trained), forget_imp, full_imp, layer_fallback=False, **args)
     assert {t.first_layer for t in only_all.trials} == {None}
@@ -315,8 +374,16 @@ def test_layer_fallback_also_runs_when_every_layer_is_accepted_but_short_of_the_
         return forget_acc + (0.05 if self.first_layer is None else 0.0), retain_acc, meets_forget, meets_retain
 
     monkeypatch.setattr(tune_module._Search, "_score", score)
-    result = tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval,
-                  alphas=[0.3, 1, 3, 10, 30], lams=(1.0, 0.1), refine_steps=2)
+    result = tune(
+        model,
+        forget_imp,
+        full_imp,
+        forget_eval=forget_eval,
+        retain_eval=retain_eval,
+        alphas=[0.3, 1, 3, 10, 30],
+        lams=(1.0, 0.1),
+        refine_steps=2,
+    )
     assert any(t.first_layer is None and t.accepted for t in result.trials)
     assert any(t.first_layer == "3.weight" for t in result.trials)
     assert result.satisfied and result.first_layer == "3.weight" and result.forget_acc <= 0.01

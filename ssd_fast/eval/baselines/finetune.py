@@ -1,4 +1,5 @@
 """Finetune: keep training the original model on the retain set, hoping it forgets the rest."""
+
 from __future__ import annotations
 
 import copy

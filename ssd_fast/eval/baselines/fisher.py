@@ -22,6 +22,7 @@ Deviation, for robustness only: the published code finds "the classifier" as eve
 whose first dimension equals the number of classes; we take the parameters of the last
 nn.Linear with that many outputs (on SmallCNN and ResNet18 both pick the same tensors).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,8 @@ from torch.utils.data import Dataset
 from ..._batches import eval_mode, model_device
 from ..data.scenarios import Splits
 
-ALPHA = 1e-6        # the published scale of the noise
-VAR_CLAMP = 1e3     # before alpha: var <= 1e3 * alpha
+ALPHA = 1e-6  # the published scale of the noise
+VAR_CLAMP = 1e3  # before alpha: var <= 1e3 * alpha
 CLASSIFIER_CLAMP = 1e2
 FORGET_ROW_VAR = 1e-4
 ONE_D_BOOST = 10.0  # 1-d tensors (and the head, in class forgetting) get ten times the variance
@@ -87,7 +88,9 @@ def fisher_diagonal(
     return fisher
 
 
-def _accumulate_sample(model: nn.Module, params: dict[str, nn.Parameter], fisher: dict[str, torch.Tensor], x: torch.Tensor) -> None:
+def _accumulate_sample(
+    model: nn.Module, params: dict[str, nn.Parameter], fisher: dict[str, torch.Tensor], x: torch.Tensor
+) -> None:
     """F += sum over classes y of p_y * (grad CE(f(x), y))**2, for one sample."""
     logits = model(x)
     prob = torch.softmax(logits.detach().float(), dim=1)[0]
@@ -177,4 +180,6 @@ def fisher_forgetting(
     samples enter the Fisher estimate (time it and extrapolate; see ssd_fast.eval.bench).
     """
     fisher = fisher_diagonal(model, splits.retain, max_samples=max_samples, seed=seed, progress=progress)
-    return fisher_noise(model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, alpha=alpha, seed=seed)
+    return fisher_noise(
+        model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, alpha=alpha, seed=seed
+    )

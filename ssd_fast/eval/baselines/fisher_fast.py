@@ -4,6 +4,7 @@ The same estimate as `fisher_diagonal`, (1/N) sum_i sum_y p(y|x_i) (grad CE(f(x_
 computed by `ssd_fast.importance(mode="per_sample")` with `PerClass()` targets (the model's
 own softmax as the class weights) at any batch size; then the published noise step.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,5 +47,9 @@ def fisher_fast(
     progress: bool = True,
 ) -> nn.Module:
     """Fisher Forgetting on `splits` with the per-sample engine; returns a new model."""
-    fisher = fisher_diagonal_fast(model, splits.retain, batch_size=batch_size, max_samples=max_samples, seed=seed, progress=progress)
-    return fisher_noise(model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, alpha=alpha, seed=seed)
+    fisher = fisher_diagonal_fast(
+        model, splits.retain, batch_size=batch_size, max_samples=max_samples, seed=seed, progress=progress
+    )
+    return fisher_noise(
+        model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, alpha=alpha, seed=seed
+    )

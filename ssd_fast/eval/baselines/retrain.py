@@ -1,4 +1,5 @@
 """Retrain: the gold model, trained from scratch on the retain set only."""
+
 from __future__ import annotations
 
 import copy

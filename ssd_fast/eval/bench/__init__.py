@@ -6,6 +6,7 @@ reference over seeds for one scenario; prints the paper-style table and writes t
 results.json and plot.png. `python -m ssd_fast.eval.bench --help` lists the flags; the
 defaults are the README's main job (small, one class, a few minutes on 2 CPU cores).
 """
+
 from .config import METHODS, BenchConfig, parse_args
 from .deps import check_optional_dependencies
 from .runner import BenchResult, run_bench

@@ -6,6 +6,7 @@ holds, per key: the trained weights, how long training took, and each full impor
 with how long it took. Keys name the data, model, seed and the labels trained on
 ("class" and "random" train the same model on the same labels, so they share a key).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -1,6 +1,7 @@
 """The benchmark's settings and command line. The defaults ARE the README's main job:
 one full-class scenario at a small size, every method, one seed, in minutes on 2 CPU cores.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,6 +23,8 @@ PER_SAMPLE_BATCH_SIZE = {"cpu": 64, "cuda": 256}
 def per_sample_batch_size(device: str) -> int:
     """The batch size per_sample importance runs at on `device` when none is given."""
     return PER_SAMPLE_BATCH_SIZE.get(device.split(":")[0], 64)
+
+
 # By index, so that the digits fallback has them too: 0 = T-shirt/top, 7 = Sneaker on Fashion-MNIST.
 DEFAULT_FORGET = {"class": "0", "subclass": "7", "random": None}
 
@@ -31,21 +34,23 @@ class BenchConfig:
     """Everything one benchmark run depends on (stored in results.json)."""
 
     scenario: str = "class"
-    forget: str | None = None          # class name or index; None: the scenario's default
-    n_forget: int = 100                # random scenario only
+    forget: str | None = None  # class name or index; None: the scenario's default
+    n_forget: int = 100  # random scenario only
     model: str = "cnn"
     seeds: int = 1
     first_seed: int = 0
-    train_subset: int | None = 4000    # None: the whole training set
-    test_subset: int | None = 2000     # None: the whole test set
+    train_subset: int | None = 4000  # None: the whole training set
+    test_subset: int | None = 2000  # None: the whole test set
     epochs: int = 2
     batch_size: int = 64
     lr: float = 1e-3
     finetune_epochs: int = 5
-    importance_batch_size: int | None = None  # None: 64 in batch mode (published), per_sample_batch_size(device) in per_sample
+    importance_batch_size: int | None = (
+        None  # None: 64 in batch mode (published), per_sample_batch_size(device) in per_sample
+    )
     importance_mode: str = "batch"
-    val_per_class: int = 100           # training images per class held out of training (every method), for ssd_tune
-    tune_eval_limit: int = 1000        # ssd_tune: at most this many images per evaluation set (its cost is linear in it)
+    val_per_class: int = 100  # training images per class held out of training (every method), for ssd_tune
+    tune_eval_limit: int = 1000  # ssd_tune: at most this many images per evaluation set (its cost is linear in it)
     alpha: float = 10.0
     lam: float = 1.0
     fisher_max_samples: int | None = 50
@@ -55,7 +60,7 @@ class BenchConfig:
     cache_dir: str | None = None
     use_cache: bool = True
     device: str = "cpu"
-    threads: int | None = 1            # None or 0: torch's default (one per core)
+    threads: int | None = 1  # None or 0: torch's default (one per core)
     progress: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -102,40 +107,86 @@ def build_parser() -> argparse.ArgumentParser:
         description="Unlearning benchmark in the style of the SSD paper's tables, on Fashion-MNIST.",
     )
     p.add_argument("--scenario", choices=SCENARIOS, default=d.scenario, help="what to forget (default: %(default)s)")
-    p.add_argument("--forget", default=None, help="class name or index to forget; default 0 = T-shirt/top (class), 7 = Sneaker (subclass)")
-    p.add_argument("--n-forget", type=int, default=d.n_forget, help="random scenario: samples to forget (default: %(default)s)")
+    p.add_argument(
+        "--forget",
+        default=None,
+        help="class name or index to forget; default 0 = T-shirt/top (class), 7 = Sneaker (subclass)",
+    )
+    p.add_argument(
+        "--n-forget", type=int, default=d.n_forget, help="random scenario: samples to forget (default: %(default)s)"
+    )
     p.add_argument("--model", choices=MODELS, default=d.model, help="default: %(default)s")
     p.add_argument("--seeds", type=int, default=d.seeds, help="number of seeds (default: %(default)s)")
     p.add_argument("--first-seed", type=int, default=d.first_seed)
-    p.add_argument("--train-subset", type=_optional_int, default=d.train_subset, help="training samples used, or 'all' (default: %(default)s)")
-    p.add_argument("--test-subset", type=_optional_int, default=d.test_subset, help="test samples used for scoring, or 'all' (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="training (and retraining) epochs (default: %(default)s)")
+    p.add_argument(
+        "--train-subset",
+        type=_optional_int,
+        default=d.train_subset,
+        help="training samples used, or 'all' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--test-subset",
+        type=_optional_int,
+        default=d.test_subset,
+        help="test samples used for scoring, or 'all' (default: %(default)s)",
+    )
+    p.add_argument(
+        "--epochs", type=int, default=d.epochs, help="training (and retraining) epochs (default: %(default)s)"
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="training batch size (default: %(default)s)")
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate for training (default: %(default)s)")
     p.add_argument("--finetune-epochs", type=int, default=d.finetune_epochs)
-    p.add_argument("--importance-mode", choices=IMPORTANCE_MODES, default=d.importance_mode,
-                   help="SSD importance estimate: 'batch' (published; depends on the batch size, and so does the right alpha) "
-                        "or 'per_sample' (true empirical Fisher, the same at any batch size) (default: %(default)s)")
-    p.add_argument("--importance-batch-size", type=int, default=d.importance_batch_size,
-                   help="SSD importance batch size (default: 64 in batch mode, as published; in per_sample mode, which gives the same "
-                        f"estimate at any batch size, the device's fastest: {PER_SAMPLE_BATCH_SIZE})")
-    p.add_argument("--val-per-class", type=int, default=d.val_per_class,
-                   help="training images per class held out of training for every method; ssd_tune scores its trials on them, never on the test set (default: %(default)s; 0: none, and no ssd_tune)")
-    p.add_argument("--tune-eval-limit", type=int, default=d.tune_eval_limit,
-                   help="ssd_tune: at most this many images per evaluation set (default: %(default)s)")
+    p.add_argument(
+        "--importance-mode",
+        choices=IMPORTANCE_MODES,
+        default=d.importance_mode,
+        help="SSD importance estimate: 'batch' (published; depends on the batch size, and so does the right alpha) "
+        "or 'per_sample' (true empirical Fisher, the same at any batch size) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--importance-batch-size",
+        type=int,
+        default=d.importance_batch_size,
+        help="SSD importance batch size (default: 64 in batch mode, as published; in per_sample mode, which gives the same "
+        f"estimate at any batch size, the device's fastest: {PER_SAMPLE_BATCH_SIZE})",
+    )
+    p.add_argument(
+        "--val-per-class",
+        type=int,
+        default=d.val_per_class,
+        help="training images per class held out of training for every method; ssd_tune scores its trials on them, never on the test set (default: %(default)s; 0: none, and no ssd_tune)",
+    )
+    p.add_argument(
+        "--tune-eval-limit",
+        type=int,
+        default=d.tune_eval_limit,
+        help="ssd_tune: at most this many images per evaluation set (default: %(default)s)",
+    )
     p.add_argument("--alpha", type=float, default=d.alpha, help="SSD selection threshold (default: %(default)s)")
     p.add_argument("--lam", type=float, default=d.lam, help="SSD dampening constant lambda (default: %(default)s)")
-    p.add_argument("--fisher-max-samples", type=_optional_int, default=d.fisher_max_samples,
-                   help="cap on Fisher Forgetting's retain samples; its time is then extrapolated (default: %(default)s; 'all' for none)")
+    p.add_argument(
+        "--fisher-max-samples",
+        type=_optional_int,
+        default=d.fisher_max_samples,
+        help="cap on Fisher Forgetting's retain samples; its time is then extrapolated (default: %(default)s; 'all' for none)",
+    )
     p.add_argument("--methods", type=_methods, default=d.methods, help=f"comma list from {','.join(METHODS)}")
-    p.add_argument("--out", default=d.out, help="output folder for table.md, results.json, plot.png (default: %(default)s)")
+    p.add_argument(
+        "--out", default=d.out, help="output folder for table.md, results.json, plot.png (default: %(default)s)"
+    )
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX .gz files")
     p.add_argument("--cache-dir", default=None, help="checkpoint cache (default: $SSD_FAST_CACHE or ./.cache/ssd_fast)")
-    p.add_argument("--no-cache", dest="use_cache", action="store_false", help="always train, never read or write checkpoints")
+    p.add_argument(
+        "--no-cache", dest="use_cache", action="store_false", help="always train, never read or write checkpoints"
+    )
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch CPU threads; 0 = torch's default (default: %(default)s: on the shared 2-core dev VM an earlier main job "
-                        "took 84 s of CPU with 1 thread and 230 s with 2, mostly spinning in the bs-1 Fisher loop)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=d.threads,
+        help="torch CPU threads; 0 = torch's default (default: %(default)s: on the shared 2-core dev VM an earlier main job "
+        "took 84 s of CPU with 1 thread and 230 s with 2, mostly spinning in the bs-1 Fisher loop)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return p
 

@@ -3,6 +3,7 @@
 scikit-learn fits the membership-inference attack and matplotlib draws the plot. Both are
 in the `eval` extra; without this check a missing one failed only after the whole run.
 """
+
 from __future__ import annotations
 
 import importlib.util

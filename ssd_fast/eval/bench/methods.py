@@ -6,6 +6,7 @@ once after training (cached with the checkpoint), so it is reported as its own s
 not in SSD's per-request time, exactly as the paper's Figure 2 separates it. ssd_tune's
 time is a request's: the forget importance and every trial of the search, scoring included.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,9 @@ class Context:
     seed: int
     splits: Splits
     model: nn.Module
-    full: dict = field(default_factory=dict)  # "ssd" (ssd_fast, shared by its variants) or "ssd_reference" -> full importance
+    full: dict = field(
+        default_factory=dict
+    )  # "ssd" (ssd_fast, shared by its variants) or "ssd_reference" -> full importance
     tune_sets: TuneSets | None = None  # held-out evaluation data for ssd_tune
 
 
@@ -64,13 +67,21 @@ def run_baseline(ctx: Context) -> MethodRun:
 
 def run_retrain(ctx: Context) -> MethodRun:
     c = ctx.config
-    model, seconds = _timed(lambda: retrain(ctx.model, ctx.splits, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=ctx.seed, progress=c.progress))
+    model, seconds = _timed(
+        lambda: retrain(
+            ctx.model, ctx.splits, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=ctx.seed, progress=c.progress
+        )
+    )
     return MethodRun(model, seconds, measured_seconds=seconds)
 
 
 def run_finetune(ctx: Context) -> MethodRun:
     c = ctx.config
-    model, seconds = _timed(lambda: finetune(ctx.model, ctx.splits, epochs=c.finetune_epochs, batch_size=c.batch_size, seed=ctx.seed, progress=c.progress))
+    model, seconds = _timed(
+        lambda: finetune(
+            ctx.model, ctx.splits, epochs=c.finetune_epochs, batch_size=c.batch_size, seed=ctx.seed, progress=c.progress
+        )
+    )
     return MethodRun(model, seconds, measured_seconds=seconds)
 
 
@@ -80,20 +91,34 @@ def _fisher_run(ctx: Context, diagonal: Callable[[int | None], dict], label: str
     n_retain = len(splits.retain)
     n_used = len(capped_indices(n_retain, c.fisher_max_samples, ctx.seed))
     fisher, t_fisher = _timed(lambda: diagonal(c.fisher_max_samples))
-    model, t_noise = _timed(lambda: fisher_noise(ctx.model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, seed=ctx.seed))
+    model, t_noise = _timed(
+        lambda: fisher_noise(
+            ctx.model, fisher, num_classes=splits.num_classes, forget_class=splits.forget_class, seed=ctx.seed
+        )
+    )
     capped = n_used < n_retain
     # The estimate is a loop of identical per-sample steps, so its cost is linear in the samples.
     estimate = t_fisher * n_retain / n_used if capped else t_fisher
-    notes = f"{label} on {n_used} of {n_retain} retain samples" + (f"; time extrapolated x{n_retain / n_used:.1f}" if capped else "")
+    notes = f"{label} on {n_used} of {n_retain} retain samples" + (
+        f"; time extrapolated x{n_retain / n_used:.1f}" if capped else ""
+    )
     return MethodRun(
-        model, estimate + t_noise, extrapolated=capped, measured_seconds=t_fisher + t_noise,
-        steps={"fisher diagonal": t_fisher, "noise": t_noise}, notes=notes,
+        model,
+        estimate + t_noise,
+        extrapolated=capped,
+        measured_seconds=t_fisher + t_noise,
+        steps={"fisher diagonal": t_fisher, "noise": t_noise},
+        notes=notes,
     )
 
 
 def run_fisher(ctx: Context) -> MethodRun:
     c = ctx.config
-    return _fisher_run(ctx, lambda cap: fisher_diagonal(ctx.model, ctx.splits.retain, max_samples=cap, seed=ctx.seed, progress=c.progress), "bs-1 loop")
+    return _fisher_run(
+        ctx,
+        lambda cap: fisher_diagonal(ctx.model, ctx.splits.retain, max_samples=cap, seed=ctx.seed, progress=c.progress),
+        "bs-1 loop",
+    )
 
 
 def run_fisher_fast(ctx: Context) -> MethodRun:
@@ -102,7 +127,14 @@ def run_fisher_fast(ctx: Context) -> MethodRun:
     c = ctx.config
     return _fisher_run(
         ctx,
-        lambda cap: fisher_diagonal_fast(ctx.model, ctx.splits.retain, batch_size=c.importance_batch_size or per_sample_batch_size(c.device), max_samples=cap, seed=ctx.seed, progress=c.progress),
+        lambda cap: fisher_diagonal_fast(
+            ctx.model,
+            ctx.splits.retain,
+            batch_size=c.importance_batch_size or per_sample_batch_size(c.device),
+            max_samples=cap,
+            seed=ctx.seed,
+            progress=c.progress,
+        ),
         "per-sample engine",
     )
 
@@ -120,7 +152,9 @@ def _ssd_at(ctx: Context, alpha: float | str) -> MethodRun:
     forget, t_imp = _forget_importance(ctx, model)
     report, t_damp = _timed(lambda: dampen(model, forget, ctx.full["ssd"], alpha=alpha, lam=ctx.config.lam))
     return MethodRun(
-        model, t_imp + t_damp, measured_seconds=t_imp + t_damp,
+        model,
+        t_imp + t_damp,
+        measured_seconds=t_imp + t_damp,
         steps={"forget importance": t_imp, "dampen": t_damp},
         notes=f"alpha {report.alpha:.4g}, backend {report.backend}, {report.fraction:.3%} selected",
     )
@@ -146,20 +180,35 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
         raise ValueError("ssd_tune needs held-out training images to score its trials: use --val-per-class > 0")
     model = copy.deepcopy(ctx.model)
     forget, t_imp = _forget_importance(ctx, model)
-    result, t_tune = _timed(lambda: tune(
-        model, forget, ctx.full["ssd"], forget_eval=sets.forget_eval, retain_eval=sets.retain_eval,
-        unseen_eval=sets.unseen_eval, eval_limit=c.tune_eval_limit,
-    ))
+    result, t_tune = _timed(
+        lambda: tune(
+            model,
+            forget,
+            ctx.full["ssd"],
+            forget_eval=sets.forget_eval,
+            retain_eval=sets.retain_eval,
+            unseen_eval=sets.unseen_eval,
+            eval_limit=c.tune_eval_limit,
+        )
+    )
     chosen = "none (model unchanged)" if result.alpha is None else f"alpha {result.alpha:.4g}, lambda {result.lam:g}"
     if result.first_layer is not None:
         chosen += f" from {result.first_layer} on"
     met = "target met" if result.satisfied else "TARGET NOT MET"
     notes = f"{chosen}; {met} on held-out data; {len(result.trials)} trials"
     return MethodRun(
-        model, t_imp + t_tune, measured_seconds=t_imp + t_tune,
-        steps={"forget importance": t_imp, "tune": t_tune}, notes=notes,
-        details={"alpha": result.alpha, "lam": result.lam, "trials": len(result.trials),
-                 "satisfied": result.satisfied, "first_layer": result.first_layer},
+        model,
+        t_imp + t_tune,
+        measured_seconds=t_imp + t_tune,
+        steps={"forget importance": t_imp, "tune": t_tune},
+        notes=notes,
+        details={
+            "alpha": result.alpha,
+            "lam": result.lam,
+            "trials": len(result.trials),
+            "satisfied": result.satisfied,
+            "first_layer": result.first_layer,
+        },
     )
 
 
@@ -170,7 +219,9 @@ def run_ssd_reference(ctx: Context) -> MethodRun:
     loader = make_loader(ctx.splits.forget, c.reference_batch_size())
     forget, t_imp = _timed(lambda: reference.importance(model, loader))
     _, t_damp = _timed(lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam))
-    return MethodRun(model, t_imp + t_damp, measured_seconds=t_imp + t_damp, steps={"forget importance": t_imp, "dampen": t_damp})
+    return MethodRun(
+        model, t_imp + t_damp, measured_seconds=t_imp + t_damp, steps={"forget importance": t_imp, "dampen": t_damp}
+    )
 
 
 RUNNERS: dict[str, Callable[[Context], MethodRun]] = {

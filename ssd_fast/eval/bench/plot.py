@@ -1,4 +1,5 @@
 """The benchmark's figure: retain accuracy against forget accuracy and against MIA, and time."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,18 +25,31 @@ def save_plot(result, path: str | Path) -> Path:
     markers = {m: shapes[i % len(shapes)] for i, m in enumerate(groups)}
     sizes = {m: max(150 - 12 * i, 30) for i, m in enumerate(groups)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    for ax, key, label in ((axes[0], "forget_acc", "forget accuracy (%)"), (axes[1], "mia", "MIA (% of forget set called members)")):
+    for ax, key, label in (
+        (axes[0], "forget_acc", "forget accuracy (%)"),
+        (axes[1], "mia", "MIA (% of forget set called members)"),
+    ):
         for m, recs in groups.items():
             xs = [100 * r[key] for r in recs]
             ys = [100 * r["retain_acc"] for r in recs]
             ax.scatter(xs, ys, color=colours[m], alpha=0.35, s=18)
-            ax.scatter([sum(xs) / len(xs)], [sum(ys) / len(ys)], color=colours[m], s=sizes[m], marker=markers[m], label=m, edgecolor="black")
+            ax.scatter(
+                [sum(xs) / len(xs)],
+                [sum(ys) / len(ys)],
+                color=colours[m],
+                s=sizes[m],
+                marker=markers[m],
+                label=m,
+                edgecolor="black",
+            )
         ax.set_xlabel(label)
         ax.set_ylabel("retain accuracy (%)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     _time_panel(axes[2], groups, colours)
-    fig.suptitle(f"{result.data_name}: {result.config.scenario} forgetting of {result.forget_name} ({result.config.model})")
+    fig.suptitle(
+        f"{result.data_name}: {result.config.scenario} forgetting of {result.forget_name} ({result.config.model})"
+    )
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=120)
@@ -52,7 +66,13 @@ def _time_panel(ax, groups: dict, colours: dict) -> None:
     for bar, is_extrap in zip(bars, extrap):
         if is_extrap:
             bar.set_hatch("//")
-            ax.annotate("extrapolated", (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=8)
+            ax.annotate(
+                "extrapolated",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+            )
     ax.set_yscale("log")
     ax.set_ylabel("unlearning time (s, log scale)")
     ax.tick_params(axis="x", rotation=30)

@@ -1,4 +1,5 @@
 """Turning records into the paper-style table (Markdown), results.json, and a console summary."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,16 @@ import torch
 from .runner import BenchResult
 
 # (record key, is a percentage). Labels depend on the scenario: see `row_labels`.
-ROW_KEYS = (("retain_acc", True), ("forget_acc", True), ("test_acc", True), ("retain_train_acc", True),
-            ("forget_train_acc", True), ("mia", True), ("params_changed", True), ("seconds", False))
+ROW_KEYS = (
+    ("retain_acc", True),
+    ("forget_acc", True),
+    ("test_acc", True),
+    ("retain_train_acc", True),
+    ("forget_train_acc", True),
+    ("mia", True),
+    ("params_changed", True),
+    ("seconds", False),
+)
 ROWS = tuple(key for key, _ in ROW_KEYS)
 
 
@@ -25,11 +34,19 @@ def row_labels(scenario: str) -> dict[str, str]:
     if scenario == "random":
         retain, forget = "retain acc, whole test set", "forget acc, D_f (the forgotten train images)"
     else:
-        retain, forget = "retain acc, test images of the other classes", "forget acc, test images of the forgotten class"
+        retain, forget = (
+            "retain acc, test images of the other classes",
+            "forget acc, test images of the forgotten class",
+        )
     return {
-        "retain_acc": retain, "forget_acc": forget, "test_acc": "test acc, all test images",
-        "retain_train_acc": "retain acc on D_r (train images kept)", "forget_train_acc": "forget acc on D_f (train images forgotten)",
-        "mia": "MIA on D_f", "params_changed": "params changed", "seconds": "t (s)",
+        "retain_acc": retain,
+        "forget_acc": forget,
+        "test_acc": "test acc, all test images",
+        "retain_train_acc": "retain acc on D_r (train images kept)",
+        "forget_train_acc": "forget acc on D_f (train images forgotten)",
+        "mia": "MIA on D_f",
+        "params_changed": "params changed",
+        "seconds": "t (s)",
     }
 
 
@@ -106,22 +123,30 @@ def markdown_table(result: BenchResult) -> str:
 
 def footnotes(result: BenchResult, summary: dict[str, dict]) -> list[str]:
     """Notes on timing: what 't' covers, the once-per-model steps, extrapolation, the Fisher/SSD ratio."""
-    notes = ["- t is the unlearning step only (baseline: none). SSD's t = forget importance + dampening "
-             "(ssd_tune: + every trial of the search); the full-data importance is computed once per model, "
-             "after training, and listed below."]
+    notes = [
+        "- t is the unlearning step only (baseline: none). SSD's t = forget importance + dampening "
+        "(ssd_tune: + every trial of the search); the full-data importance is computed once per model, "
+        "after training, and listed below."
+    ]
     for step in result.steps:
         cpu = step.get("full_importance_cpu_seconds", {})
-        full = ", ".join(f"{m} {s:.2f} s" + (f" (CPU {cpu[m]:.2f} s)" if cpu.get(m) is not None else "")
-                         for m, s in step["full_importance_seconds"].items())
-        notes.append(f"- seed {step['seed']}: training {step['train_seconds']:.1f} s"
-                     + (" (from cache, measured when trained)" if step["train_cached"] else "")
-                     + (f"; full-data importance {full}" if full else ""))
+        full = ", ".join(
+            f"{m} {s:.2f} s" + (f" (CPU {cpu[m]:.2f} s)" if cpu.get(m) is not None else "")
+            for m, s in step["full_importance_seconds"].items()
+        )
+        notes.append(
+            f"- seed {step['seed']}: training {step['train_seconds']:.1f} s"
+            + (" (from cache, measured when trained)" if step["train_cached"] else "")
+            + (f"; full-data importance {full}" if full else "")
+        )
     for r in result.records:
         if r["method"] in ("ssd_tune", "ssd_auto") and r.get("notes"):
             notes.append(f"- {r['method']} seed {r['seed']}: {r['notes']}.")
     for r in result.records:
         if r["extrapolated"]:
-            notes.append(f"- {r['method']} seed {r['seed']}: EXTRAPOLATED, {r['notes']}; measured {r['measured_seconds']:.2f} s.")
+            notes.append(
+                f"- {r['method']} seed {r['seed']}: EXTRAPOLATED, {r['notes']}; measured {r['measured_seconds']:.2f} s."
+            )
     ratio = fisher_ssd_ratio(summary)
     if ratio:
         tag = " (Fisher time extrapolated)" if summary["fisher"]["extrapolated"] else ""
@@ -130,8 +155,13 @@ def footnotes(result: BenchResult, summary: dict[str, dict]) -> list[str]:
 
 
 def environment() -> dict:
-    return {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine(),
-            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}  # threads used: config.threads
+    return {
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "cuda": torch.cuda.is_available(),
+    }  # threads used: config.threads
 
 
 def write_outputs(result: BenchResult, out: str | Path) -> dict[str, Path]:
@@ -142,9 +172,14 @@ def write_outputs(result: BenchResult, out: str | Path) -> dict[str, Path]:
     table.write_text(markdown_table(result))
     summary = summarise(result)
     payload = {
-        "config": result.config.to_dict(), "data": result.data_name, "forget": result.forget_name,
-        "environment": environment(), "records": result.records, "steps": result.steps,
-        "summary": summary, "fisher_over_ssd_time": fisher_ssd_ratio(summary),
+        "config": result.config.to_dict(),
+        "data": result.data_name,
+        "forget": result.forget_name,
+        "environment": environment(),
+        "records": result.records,
+        "steps": result.steps,
+        "summary": summary,
+        "fisher_over_ssd_time": fisher_ssd_ratio(summary),
     }
     results = out / "results.json"
     results.write_text(json.dumps(payload, indent=1, default=float))

@@ -1,4 +1,5 @@
 """Running the benchmark: for each seed, train (or load) the model, then every method."""
+
 from __future__ import annotations
 
 import time
@@ -27,7 +28,7 @@ class BenchResult:
     data_name: str
     forget_name: str
     records: list[dict] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)   # per seed: training and full-importance times
+    steps: list[dict] = field(default_factory=list)  # per seed: training and full-importance times
 
 
 def _pct(x: float) -> str:
@@ -47,16 +48,27 @@ def _labels_key(config: BenchConfig) -> str:
     return "superclass" if config.scenario == "subclass" else "class"
 
 
-def _train_model(config: BenchConfig, splits, seed: int, data_name: str, in_channels: int) -> tuple[torch.nn.Module, Checkpoints, float, bool]:
+def _train_model(
+    config: BenchConfig, splits, seed: int, data_name: str, in_channels: int
+) -> tuple[torch.nn.Module, Checkpoints, float, bool]:
     torch.manual_seed(seed)
     model = build_model(config.model, num_classes=splits.num_classes, in_channels=in_channels).to(config.device)
     key = checkpoint_key(
-        data=data_name, model=config.model, labels=_labels_key(config), seed=seed, subset=config.train_subset,
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, held_out_per_class=config.val_per_class,
+        data=data_name,
+        model=config.model,
+        labels=_labels_key(config),
+        seed=seed,
+        subset=config.train_subset,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        held_out_per_class=config.val_per_class,
     )
     ckpt = Checkpoints(cache_root(config.cache_dir), key, enabled=config.use_cache)
     loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=seed)
-    model, seconds, cached = ckpt.model(model, lambda m: train(m, loader, config.epochs, lr=config.lr, progress=config.progress))
+    model, seconds, cached = ckpt.model(
+        model, lambda m: train(m, loader, config.epochs, lr=config.lr, progress=config.progress)
+    )
     return model.to(config.device), ckpt, seconds, cached
 
 
@@ -75,7 +87,9 @@ def _full_importances(ctx: Context, ckpt: Checkpoints) -> dict:
         compute = lambda m=method: full_importance(m, ctx.model, ctx.splits, ctx.config)  # noqa: E731
         if method == "ssd":
             name += ".safetensors"
-            value, seconds, cached = ckpt.value(name, compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p))
+            value, seconds, cached = ckpt.value(
+                name, compute, save=lambda v, p: v.save(p), load=lambda p: Importances.load(p)
+            )
         else:
             name += ".pt"
             value, seconds, cached = ckpt.value(name, compute)
@@ -96,34 +110,63 @@ def _warm_up(model: torch.nn.Module, splits, device: str) -> None:
 
 def _record(method: str, seed: int, run, scores: dict, changed: float) -> dict:
     return {
-        "method": method, "seed": seed, **scores, "seconds": run.seconds, "extrapolated": run.extrapolated,
-        "measured_seconds": run.measured_seconds, "params_changed": changed, "steps": run.steps, "notes": run.notes,
+        "method": method,
+        "seed": seed,
+        **scores,
+        "seconds": run.seconds,
+        "extrapolated": run.extrapolated,
+        "measured_seconds": run.measured_seconds,
+        "params_changed": changed,
+        "steps": run.steps,
+        "notes": run.notes,
         "details": run.details,
     }
 
 
 def _run_seed(config: BenchConfig, data, held_out, seed: int, result: BenchResult) -> None:
-    splits = make_scenario(data, config.scenario, config.forget_target(), n_forget=config.n_forget, train_subset=config.train_subset, seed=seed)
+    splits = make_scenario(
+        data,
+        config.scenario,
+        config.forget_target(),
+        n_forget=config.n_forget,
+        train_subset=config.train_subset,
+        seed=seed,
+    )
     result.forget_name = splits.forget_name
     if config.scenario != "random":
         # With a test subset, make sure the forgotten (sub)class is still represented.
         if splits.test_forget_mask is not None and not bool(splits.test_forget_mask.any()):
             raise ValueError(f"the test subset has no images of {splits.forget_name}; raise --test-subset")
-    _log(f"[seed {seed}] {data.name}, {config.scenario} forgetting of {splits.forget_name}: "
-         f"train {len(splits.train)}, forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(splits.test)}")
+    _log(
+        f"[seed {seed}] {data.name}, {config.scenario} forgetting of {splits.forget_name}: "
+        f"train {len(splits.train)}, forget {len(splits.forget)}, retain {len(splits.retain)}, test {len(splits.test)}"
+    )
     model, ckpt, train_seconds, cached = _train_model(config, splits, seed, data.name, data.image_shape[0])
-    _log(f"[seed {seed}] trained {config.model} ({config.epochs} epochs): {train_seconds:.1f} s" + (" (measured then; loaded from cache)" if cached else ""))
+    _log(
+        f"[seed {seed}] trained {config.model} ({config.epochs} epochs): {train_seconds:.1f} s"
+        + (" (measured then; loaded from cache)" if cached else "")
+    )
     _warm_up(model, splits, config.device)
     ctx = Context(config=config, seed=seed, splits=splits, model=model)
     if held_out is not None:
         ctx.tune_sets = tune_sets(splits, held_out_splits(data, held_out, config.scenario, config.forget_target()))
     full_times = _full_importances(ctx, ckpt)
     if full_times:
-        _log(f"[seed {seed}] full-data importance, once per model: " + " | ".join(
-            f"{m} {s:.2f} s{_cpu(cpu)}" + (" (cached)" if c else "") for m, (s, cpu, c) in full_times.items()))
-    result.steps.append({"seed": seed, "train_seconds": train_seconds, "train_cached": cached,
-                         "full_importance_seconds": {m: s for m, (s, _, _) in full_times.items()},
-                         "full_importance_cpu_seconds": {m: cpu for m, (_, cpu, _) in full_times.items()}})
+        _log(
+            f"[seed {seed}] full-data importance, once per model: "
+            + " | ".join(
+                f"{m} {s:.2f} s{_cpu(cpu)}" + (" (cached)" if c else "") for m, (s, cpu, c) in full_times.items()
+            )
+        )
+    result.steps.append(
+        {
+            "seed": seed,
+            "train_seconds": train_seconds,
+            "train_cached": cached,
+            "full_importance_seconds": {m: s for m, (s, _, _) in full_times.items()},
+            "full_importance_cpu_seconds": {m: cpu for m, (_, cpu, _) in full_times.items()},
+        }
+    )
     for method in config.methods:
         torch.manual_seed(seed)
         run = RUNNERS[method](ctx)
@@ -132,10 +175,12 @@ def _run_seed(config: BenchConfig, data, held_out, seed: int, result: BenchResul
         changed = fraction_changed(model, run.model)
         result.records.append(_record(method, seed, run, scores, changed))
         steps = ", ".join(f"{k} {v:.3f} s" for k, v in run.steps.items())
-        _log(f"[seed {seed}] {method:<13} forget {_pct(scores['forget_acc'])}  retain {_pct(scores['retain_acc'])}  "
-             f"MIA {_pct(scores['mia'])}  time {run.seconds:9.3f} s{' (extrapolated)' if run.extrapolated else ''}"
-             f"{'  [' + steps + ']' if steps else ''}  (scored in {time.perf_counter() - start:.1f} s)"
-             f"{'  ' + run.notes if run.notes and method.startswith('ssd') else ''}")
+        _log(
+            f"[seed {seed}] {method:<13} forget {_pct(scores['forget_acc'])}  retain {_pct(scores['retain_acc'])}  "
+            f"MIA {_pct(scores['mia'])}  time {run.seconds:9.3f} s{' (extrapolated)' if run.extrapolated else ''}"
+            f"{'  [' + steps + ']' if steps else ''}  (scored in {time.perf_counter() - start:.1f} s)"
+            f"{'  ' + run.notes if run.notes and method.startswith('ssd') else ''}"
+        )
 
 
 def _hold_out(data, per_class: int):

@@ -11,6 +11,7 @@ they are unseen by all. Per scenario, `tune` then gets:
   images of the forget distribution. A model retrained without Df treats Df like unseen
   data of its distribution, so tune aims at the original model's accuracy on those.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace

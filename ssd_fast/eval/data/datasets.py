@@ -4,6 +4,7 @@ Everything is loaded into memory as normalised float tensors of shape (N, 1, H, 
 Fashion-MNIST is 70k images of 28x28 (about 220 MB as fp32), small enough that a
 TensorDataset beats any on-the-fly decoding on a 2-core machine.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,16 @@ from .idx import read_idx
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"  # where Debian's dataset-fashion-mnist puts it
 
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -161,8 +170,7 @@ def load_dataset(data_dir: str | Path | None = None, *, fallback: bool = True) -
         if not fallback:
             raise
         warnings.warn(
-            f"{err} Falling back to scikit-learn's 8x8 digits: results are NOT comparable "
-            "with Fashion-MNIST figures.",
+            f"{err} Falling back to scikit-learn's 8x8 digits: results are NOT comparable with Fashion-MNIST figures.",
             stacklevel=2,
         )
         return load_digits_data()

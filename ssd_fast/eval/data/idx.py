@@ -3,6 +3,7 @@
 The format: a 4-byte magic number (two zero bytes, a dtype code, the number of
 dimensions), one big-endian uint32 per dimension, then the data in row-major order.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -11,6 +11,7 @@ retain accuracies are measured on the *test* images of the forgotten and the oth
 accuracy is measured on the forgotten training samples themselves and retain accuracy
 on the whole test set.
 """
+
 from __future__ import annotations
 
 import re
@@ -26,15 +27,17 @@ SCENARIOS = ("class", "subclass", "random")
 
 # Superclasses for the subclass scenario, by name -> member labels.
 FASHION_GROUPS: dict[str, tuple[int, ...]] = {
-    "tops": (0, 2, 4, 6),      # T-shirt/top, Pullover, Coat, Shirt
+    "tops": (0, 2, 4, 6),  # T-shirt/top, Pullover, Coat, Shirt
     "trouser": (1,),
     "dress": (3,),
-    "footwear": (5, 7, 9),     # Sandal, Sneaker, Ankle boot
+    "footwear": (5, 7, 9),  # Sandal, Sneaker, Ankle boot
     "bag": (8,),
 }
 DIGIT_GROUPS: dict[str, tuple[int, ...]] = {
     "loops": (0, 6, 8, 9),
-    "one": (1,), "two": (2,), "three": (3,),
+    "one": (1,),
+    "two": (2,),
+    "three": (3,),
     "strokes": (4, 7),
     "five": (5,),
 }
@@ -93,7 +96,9 @@ def resolve_class(forget: int | str, classes: Sequence[str]) -> int:
     if isinstance(forget, int) or (isinstance(forget, str) and forget.strip().isdigit()):
         index = int(forget)
         if not 0 <= index < len(classes):
-            raise ValueError(f"class index {index} is out of range: there are {len(classes)} classes (0-{len(classes) - 1})")
+            raise ValueError(
+                f"class index {index} is out of range: there are {len(classes)} classes (0-{len(classes) - 1})"
+            )
         return index
     if not isinstance(forget, str):
         raise TypeError(f"forget must be a class index or name, got {type(forget).__name__}")
@@ -130,10 +135,18 @@ def class_scenario(data: ImageData, forget: int | str, *, train_subset: int | No
     forget_ds, retain_ds = _split(x, y, mask)
     test_forget, test_retain = _split(data.test_x, data.test_y, data.test_y == label)
     return Splits(
-        scenario="class", forget_name=data.classes[label], classes=data.classes,
-        train=TensorDataset(x, y), forget=forget_ds, retain=retain_ds,
-        test=TensorDataset(data.test_x, data.test_y), test_forget=test_forget, test_retain=test_retain,
-        forget_indices=mask.nonzero().flatten(), forget_class=label, test_forget_mask=data.test_y == label,
+        scenario="class",
+        forget_name=data.classes[label],
+        classes=data.classes,
+        train=TensorDataset(x, y),
+        forget=forget_ds,
+        retain=retain_ds,
+        test=TensorDataset(data.test_x, data.test_y),
+        test_forget=test_forget,
+        test_retain=test_retain,
+        forget_indices=mask.nonzero().flatten(),
+        forget_class=label,
+        test_forget_mask=data.test_y == label,
     )
 
 
@@ -182,10 +195,18 @@ def subclass_scenario(
     test_y = to_super[data.test_y]
     test_forget, test_retain = _split(data.test_x, test_y, data.test_y == label)
     return Splits(
-        scenario="subclass", forget_name=data.classes[label], classes=tuple(groups),
-        train=TensorDataset(x, y), forget=forget_ds, retain=retain_ds,
-        test=TensorDataset(data.test_x, test_y), test_forget=test_forget, test_retain=test_retain,
-        forget_indices=mask.nonzero().flatten(), forget_class=None, test_forget_mask=data.test_y == label,
+        scenario="subclass",
+        forget_name=data.classes[label],
+        classes=tuple(groups),
+        train=TensorDataset(x, y),
+        forget=forget_ds,
+        retain=retain_ds,
+        test=TensorDataset(data.test_x, test_y),
+        test_forget=test_forget,
+        test_retain=test_retain,
+        forget_indices=mask.nonzero().flatten(),
+        forget_class=None,
+        test_forget_mask=data.test_y == label,
     )
 
 
@@ -201,10 +222,17 @@ def random_scenario(data: ImageData, n_forget: int = 100, *, train_subset: int |
     forget_ds, retain_ds = _split(x, y, mask)
     test = TensorDataset(data.test_x, data.test_y)
     return Splits(
-        scenario="random", forget_name=f"{n_forget} random samples", classes=data.classes,
-        train=TensorDataset(x, y), forget=forget_ds, retain=retain_ds,
-        test=test, test_forget=forget_ds, test_retain=test,
-        forget_indices=mask.nonzero().flatten(), forget_class=None,
+        scenario="random",
+        forget_name=f"{n_forget} random samples",
+        classes=data.classes,
+        train=TensorDataset(x, y),
+        forget=forget_ds,
+        retain=retain_ds,
+        test=test,
+        test_forget=forget_ds,
+        test_retain=test,
+        forget_indices=mask.nonzero().flatten(),
+        forget_class=None,
     )
 
 

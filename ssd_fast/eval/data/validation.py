@@ -9,6 +9,7 @@ Holding a few images per class out of training, and scoring on those, avoids tha
     trained_on, held_out = split_validation(data, per_class=600, seed=0)
     # train on trained_on.train_x / train_y; tune on subsets of held_out
 """
+
 from __future__ import annotations
 
 from dataclasses import replace

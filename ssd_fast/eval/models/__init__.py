@@ -5,6 +5,7 @@
     model = cifar_resnet18(100)                                # the paper's, 3 channels
 Every model's last layer is `model.classifier`, an nn.Linear.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -3,6 +3,7 @@
 With 3 input channels and 100 classes this is the 11.2M-parameter model of the paper's CIFAR-100 runs;
 with 1 channel it takes Fashion-MNIST (28x28 works: the stages go 28, 14, 7, 4).
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn

@@ -1,4 +1,5 @@
 """A small CNN with BatchNorm: the default benchmark model, quick to train on a CPU."""
+
 from __future__ import annotations
 
 from torch import Tensor, nn

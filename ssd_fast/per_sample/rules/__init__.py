@@ -19,6 +19,7 @@ that overrides forward may use its parameters differently, so it goes to vmap.
 transformers classes are matched by name and module (transformers is never imported),
 and RMSNorm classes of any name by what they compute (see rms_like).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

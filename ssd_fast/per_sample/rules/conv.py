@@ -6,6 +6,7 @@ kernel size, so it is done a chunk of samples at a time. Conv1d is run as a Conv
 with a height-1 kernel. Non-zero padding modes and string paddings ("same") are applied
 explicitly first, exactly as the module does, so unfold itself never pads asymmetrically.
 """
+
 from __future__ import annotations
 
 import math
@@ -36,7 +37,15 @@ def _as_2d(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor
     return x, geometry
 
 
-def conv_rule(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def conv_rule(
+    module: nn.Conv1d | nn.Conv2d,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    budget: int,
+) -> None:
     n = x.shape[0]
     if "bias" in out:
         add_power_sum_(out["bias"], dy.float().reshape(n, dy.shape[1], -1).sum(2), absolute=absolute)
@@ -48,7 +57,9 @@ def conv_rule(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, 
         _torch_weight(module, x, dy, out["weight"], absolute=absolute, budget=budget)
 
 
-def _fused_weight(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool) -> None:
+def _fused_weight(
+    module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool
+) -> None:
     """The compiled op, reading the input in place through its implicit im2col."""
     x, geometry = _as_2d(module, x)
     if dy.dim() == 3:  # Conv1d: height 1, like the input
@@ -58,7 +69,9 @@ def _fused_weight(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tens
     )
 
 
-def _torch_weight(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool, budget: int) -> None:
+def _torch_weight(
+    module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool, budget: int
+) -> None:
     """Unfold + bmm a chunk of samples at a time: the reference for the fused op."""
     n = x.shape[0]
     dy = dy.float().reshape(n, dy.shape[1], -1)  # [B, out, L]

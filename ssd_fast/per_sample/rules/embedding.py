@@ -5,13 +5,22 @@ index v. Keying each (sample, index) pair, summing dY per key, squaring and then
 adding each key's square into its row gives the batch sum without a [B x vocab x dim]
 tensor: the temporaries are at most the size of dY.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 
-def embedding_rule(module: nn.Embedding, idx: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def embedding_rule(
+    module: nn.Embedding,
+    idx: torch.Tensor,
+    dy: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    budget: int,
+) -> None:
     if "weight" not in out:
         return
     n, vocab = idx.shape[0], module.num_embeddings

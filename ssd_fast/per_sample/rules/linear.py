@@ -7,6 +7,7 @@ Over tokens (inputs [B, T..., in]) the per-sample gradient is a sum over tokens,
 must be formed before squaring: the compiled op `per_sample_sq_tokens_` does it in cache
 without forming it (see _fused); the reference and fallback is a bmm per chunk of samples.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ from .._chunks import add_power_sum_, chunk_size, sample_chunks
 from .._fused import use_fused
 
 
-def linear_rule(module: nn.Linear, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def linear_rule(
+    module: nn.Linear, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int
+) -> None:
     x, dy = x.float(), dy.float()
     if x.dim() == 2:
         _rows(x, dy, out, absolute=absolute)

@@ -7,6 +7,7 @@ sum(dY * xhat) and sum(dY) over every axis the parameter is broadcast along, whi
 BatchNorm in train mode normalises with batch statistics, which mixes samples, so a
 per-sample gradient is undefined there; it is refused.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,7 +16,9 @@ from torch import nn
 from .._chunks import add_power_sum_
 
 
-def _affine_grads(xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, ...], out: dict[str, torch.Tensor], *, absolute: bool) -> None:
+def _affine_grads(
+    xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, ...], out: dict[str, torch.Tensor], *, absolute: bool
+) -> None:
     if "weight" in out:
         g = (dy * xhat).sum(reduce_dims) if reduce_dims else dy * xhat
         add_power_sum_(out["weight"], g, absolute=absolute)
@@ -23,7 +26,15 @@ def _affine_grads(xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, 
         add_power_sum_(out["bias"], dy.sum(reduce_dims) if reduce_dims else dy, absolute=absolute)
 
 
-def batch_norm_rule(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def batch_norm_rule(
+    module: nn.modules.batchnorm._BatchNorm,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    budget: int,
+) -> None:
     if module.training or module.running_mean is None:
         raise RuntimeError(
             f"per-sample importance needs BatchNorm in eval mode with running statistics ({module}); "
@@ -31,11 +42,21 @@ def batch_norm_rule(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, dy
         )
     shape = (1, -1) + (1,) * (x.dim() - 2)
     x, dy = x.float(), dy.float()
-    xhat = (x - module.running_mean.float().view(shape)) * torch.rsqrt(module.running_var.float().view(shape) + module.eps)
+    xhat = (x - module.running_mean.float().view(shape)) * torch.rsqrt(
+        module.running_var.float().view(shape) + module.eps
+    )
     _affine_grads(xhat, dy, tuple(range(2, x.dim())), out, absolute=absolute)
 
 
-def layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def layer_norm_rule(
+    module: nn.LayerNorm,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    budget: int,
+) -> None:
     x, dy = x.float(), dy.float()
     norm_dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
     var, mean = torch.var_mean(x, dim=norm_dims, unbiased=False, keepdim=True)
@@ -43,7 +64,9 @@ def layer_norm_rule(module: nn.LayerNorm, x: torch.Tensor, dy: torch.Tensor, out
     _affine_grads(xhat, dy, tuple(range(1, norm_dims[0])), out, absolute=absolute)
 
 
-def rms_norm_rule(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def rms_norm_rule(
+    module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int
+) -> None:
     eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
     x, dy = x.float(), dy.float()
     norm_dims = tuple(range(x.dim() - len(module.normalized_shape), x.dim()))
@@ -51,7 +74,15 @@ def rms_norm_rule(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dic
     _affine_grads(xhat, dy, tuple(range(1, norm_dims[0])), out, absolute=absolute)
 
 
-def group_norm_rule(module: nn.GroupNorm, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def group_norm_rule(
+    module: nn.GroupNorm,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    budget: int,
+) -> None:
     x, dy = x.float(), dy.float()
     n, c = x.shape[:2]
     grouped = x.reshape(n, module.num_groups, -1)

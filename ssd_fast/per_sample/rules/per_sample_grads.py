@@ -6,6 +6,7 @@ and only that sum may be squared. These functions give each use's per-sample gra
 for the slice of samples they are handed; the engine sums the uses and squares the sum
 a slice at a time (see per_sample/_deferred), so memory stays bounded.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,7 +63,12 @@ def _unfoldable(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor) -> tuple[torch.T
     if padding is None or module.padding_mode != "zeros":  # "same" or a non-zero mode: pad explicitly first
         x = F.pad(x, module._reversed_padding_repeated_twice, mode=_PAD_MODES[module.padding_mode])
         padding = (0,) * (x.dim() - 2)
-    geometry = {"kernel_size": module.kernel_size, "dilation": module.dilation, "padding": padding, "stride": module.stride}
+    geometry = {
+        "kernel_size": module.kernel_size,
+        "dilation": module.dilation,
+        "padding": padding,
+        "stride": module.stride,
+    }
     if x.dim() == 3:
         x = x.unsqueeze(2)
         geometry = {k: ((0,) if k == "padding" else (1,)) + tuple(v) for k, v in geometry.items()}
@@ -83,7 +89,9 @@ def conv_grad_sample(module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.T
     return grads
 
 
-def _affine(weight, bias, xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, ...]) -> dict[str, torch.Tensor]:
+def _affine(
+    weight, bias, xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tuple[int, ...]
+) -> dict[str, torch.Tensor]:
     grads = {}
     if weight is not None:
         grads["weight"] = (dy * xhat).sum(reduce_dims) if reduce_dims else dy * xhat
@@ -92,12 +100,16 @@ def _affine(weight, bias, xhat: torch.Tensor, dy: torch.Tensor, reduce_dims: tup
     return grads
 
 
-def batch_norm_grad_sample(module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, dy: torch.Tensor) -> dict[str, torch.Tensor]:
+def batch_norm_grad_sample(
+    module: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, dy: torch.Tensor
+) -> dict[str, torch.Tensor]:
     if module.training or module.running_mean is None:
         raise RuntimeError(f"per-sample importance needs BatchNorm in eval mode with running statistics ({module})")
     shape = (1, -1) + (1,) * (x.dim() - 2)
     x, dy = x.float(), dy.float()
-    xhat = (x - module.running_mean.float().view(shape)) * torch.rsqrt(module.running_var.float().view(shape) + module.eps)
+    xhat = (x - module.running_mean.float().view(shape)) * torch.rsqrt(
+        module.running_var.float().view(shape) + module.eps
+    )
     return _affine(module.weight, module.bias, xhat, dy, tuple(range(2, x.dim())))
 
 

@@ -8,6 +8,7 @@ it is run once on a random input and must match one of the two formulas, otherwi
 gets no rule (and goes to vmap). The per-sample gradient of the weight is
 sum over positions of dY * xhat, a [B, dim] tensor.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -39,7 +40,9 @@ def _weight_grads(module: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> torch
     return g.reshape(g.shape[0], -1, g.shape[-1]).sum(1)
 
 
-def rms_like_rule(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def rms_like_rule(
+    module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int
+) -> None:
     if "weight" in out:
         add_power_sum_(out["weight"], _weight_grads(module, x, dy), absolute=absolute, owned=True)
 

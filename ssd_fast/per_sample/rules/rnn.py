@@ -15,6 +15,7 @@ hands dgi and dgh over as the backward pass reaches it.
 PackedSequence and unbatched inputs, and LSTM projections (proj_size), are not covered
 (they go to the vmap fallback).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -86,7 +87,10 @@ def _step_stack(module: nn.RNNBase, x: torch.Tensor, h0: torch.Tensor, c0, grads
 def _outer_grads(module: nn.RNNBase, suffix: str, seq, h_prev, dgi, dgh) -> dict[str, torch.Tensor]:
     """Per-sample gradients [batch, *shape] of one layer and direction."""
     seq, h_prev, dgi, dgh = seq.detach().float(), h_prev.detach().float(), dgi.float(), dgh.float()
-    grads = {f"weight_ih{suffix}": torch.bmm(dgi.transpose(1, 2), seq), f"weight_hh{suffix}": torch.bmm(dgh.transpose(1, 2), h_prev)}
+    grads = {
+        f"weight_ih{suffix}": torch.bmm(dgi.transpose(1, 2), seq),
+        f"weight_hh{suffix}": torch.bmm(dgh.transpose(1, 2), h_prev),
+    }
     if module.bias:
         grads[f"bias_ih{suffix}"], grads[f"bias_hh{suffix}"] = dgi.sum(1), dgh.sum(1)
     return grads
@@ -100,7 +104,9 @@ def _pack(module: nn.RNNBase, results: list) -> tuple:
     return out, results[1]
 
 
-def rnn_output_rule(module: nn.RNNBase, args: tuple, kwargs: dict, tap: Callable, out: dict[str, torch.Tensor], *, absolute: bool):
+def rnn_output_rule(
+    module: nn.RNNBase, args: tuple, kwargs: dict, tap: Callable, out: dict[str, torch.Tensor], *, absolute: bool
+):
     """The layer's output, computed step by step; None when the call is not covered.
 
     Each layer and direction adds its squared per-sample gradients to `out` when the
@@ -134,7 +140,9 @@ def _cotangent(g: torch.Tensor, index: int, batch_first: bool, s: slice) -> torc
     return g[:, s]  # final states: [layers * directions, batch, hidden]
 
 
-def rnn_call_grad_sample(module: nn.RNNBase, args: tuple, kwargs: dict, grads: dict[int, torch.Tensor], s: slice) -> dict[str, torch.Tensor]:
+def rnn_call_grad_sample(
+    module: nn.RNNBase, args: tuple, kwargs: dict, grads: dict[int, torch.Tensor], s: slice
+) -> dict[str, torch.Tensor]:
     """{parameter name: [chunk, *shape]} for samples s of one call, given its output gradients.
 
     `grads` maps the index of each output leaf (output, h_n[, c_n]) to its gradient.

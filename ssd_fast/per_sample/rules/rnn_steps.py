@@ -7,6 +7,7 @@ costs a few tensor ops in each direction. Its backward hands (dgi, dgh, h_prev),
 [batch, time, gates], to a callback: dgi is the gradient of gi_t = W_ih x_t + b_ih and
 dgh that of gh_t = W_hh h_{t-1} + b_hh (equal but for GRU's new gate, scaled by r).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -5,6 +5,7 @@ the transpose of nn.Linear's. One row per sample gives (X^2)^T (dY^2) in one mat
 over tokens the per-sample gradient is a sum over tokens, formed (in chunks of samples)
 before squaring.
 """
+
 from __future__ import annotations
 
 import torch
@@ -13,7 +14,9 @@ from torch import nn
 from .._chunks import add_power_sum_, chunk_size, sample_chunks
 
 
-def conv1d_rule(module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
+def conv1d_rule(
+    module: nn.Module, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int
+) -> None:
     x, dy = x.float(), dy.float()
     power = torch.abs if absolute else torch.square
     if x.dim() == 2:
