@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The one script for the lent GPU machine (H100/H200, torch 2.11 cu130, no network):
 # build against that machine's torch, run the CUDA tests, run the GPU benchmarks, and
-# write everything under $OUT. Budget: about 5 minutes.
+# write everything under $OUT. Every step has a timeout; the whole fits one 10-minute device call.
 #
 #   device run:  bash benchmarks/gpu_check.sh
 set -uo pipefail
