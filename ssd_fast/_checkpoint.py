@@ -71,6 +71,25 @@ def take_probe(model: nn.Module) -> dict[str, list[float]]:
     return _read(params, _probed(params))
 
 
+class ProbeRead:
+    """`take_probe` in two steps, for importance(): on a sharded model, `parts` are summed
+    over ranks inside importance()'s own all_reduce, so the probe costs no collective of its own."""
+
+    def __init__(self, model: nn.Module):
+        self._params = named_parameters(model)
+        self._names = _probed(self._params)
+        sharded = distributed.any_dtensor(self._params[n] for n in self._names)
+        items = [(self._params[n], _positions(self._params[n].numel())) for n in self._names]
+        self._pending = distributed.PositionRead(items) if sharded else None
+        self.parts: list[torch.Tensor] = self._pending.parts if self._pending else []
+
+    def values(self) -> dict[str, list[float]]:
+        """The probe, once `parts` hold their sums over ranks."""
+        if self._pending is None:
+            return _read(self._params, self._names)
+        return dict(zip(self._names, self._pending.values()))
+
+
 def _could_be_dampened(now: float, then: float) -> bool:
     if now != now or then != then:  # NaN: no evidence either way
         return True

@@ -18,7 +18,7 @@ from torch import nn
 
 from . import _checks, _ops, distributed
 from ._batches import Unpack, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
-from ._checkpoint import take_probe
+from ._checkpoint import ProbeRead
 from ._hf import task_of
 from ._loss import LossFn, check_loss_options, model_batch_loss
 from ._pairing import model_fingerprint
@@ -199,10 +199,12 @@ def importance(
         close = getattr(accumulate, "close", None)  # accumulators that install hooks remove them
         if close is not None:
             close()
+    probe = ProbeRead(model)  # the parameters are as they were: importance changes none of them
     n_samples, n_batches, batch_size = distributed.reduce_importance(
         sums,
         distributed.Counts(n_samples, n_batches, batch_size),
         global_batches=getattr(accumulate, "global_batches", False),
+        extra=probe.parts,
     )
     if n_batches == 0 or n_samples == 0:
         raise ValueError("data yielded no samples, so there is nothing to estimate importance from")
@@ -218,7 +220,7 @@ def importance(
         n_batches=n_batches,
         batch_size=batch_size,
         fingerprint=model_fingerprint(model),
-        checkpoint_probe=take_probe(model),
+        checkpoint_probe=probe.values(),
     )
 
 

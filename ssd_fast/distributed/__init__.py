@@ -12,8 +12,9 @@ For users: `rank_local()`, a block in which ssd_fast ignores the process group.
   per layer on the unsharded tensors, then reduce-scattered).
 - `local_pairs`: dampen runs the kernel on each rank's local shard of DTensor
   parameters, in place, with no gather; `global_selected` sums the report's counts.
-- `read_positions`: a few elements of sharded tensors by global position (a checkpoint
-  probe), the values a whole tensor would give, in one all_reduce.
+- `read_positions` / `PositionRead`: a few elements of sharded tensors by global position
+  (a checkpoint probe), the values a whole tensor would give, in one all_reduce, or riding
+  on `reduce_importance`'s.
 - `sharded_percentile`: alpha="auto" over every shard exactly, by radix selection.
 - `save_sharded` / `load_sharded`: sharded importances as one safetensors file per rank,
   loadable onto any sharding.
@@ -23,7 +24,7 @@ from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, rank_local, world_size
 from ._importance import Counts, reduce_importance
-from ._positions import read_positions
+from ._positions import PositionRead, read_positions
 from ._reduce import importance_sums
 from ._report import global_selected
 from ._select import sharded_percentile
@@ -32,6 +33,7 @@ from ._unwrap import unwrap
 
 __all__ = [
     "Counts",
+    "PositionRead",
     "active",
     "any_dtensor",
     "barrier",

@@ -31,16 +31,24 @@ def _buffer_device(sums: list[torch.Tensor]) -> torch.device:
     return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
-def reduce_importance(sums: dict[str, torch.Tensor], counts: Counts, *, global_batches: bool) -> Counts:
+def reduce_importance(
+    sums: dict[str, torch.Tensor], counts: Counts, *, global_batches: bool, extra: list[torch.Tensor] = ()
+) -> Counts:
     """Sum the local sums and counts over ranks, in place and in one all_reduce.
 
     Outside a process group, returns `counts` untouched. `global_batches` says that each
     local batch was already one step of a gradient synchronised over ranks (FSDP2), so
-    the batch count is the local one and the batch size the union's.
+    the batch count is the local one and the batch size the union's. `extra` tensors are
+    summed over ranks in the same collective (a checkpoint probe's `PositionRead.parts`).
     """
     if not active():
         return counts
-    plain = sums if isinstance(sums, FlatSums) else [s for s in sums.values() if not is_dtensor(s)]
+    if isinstance(sums, FlatSums):
+        # Flat sums mean every parameter is replicated, so nothing sharded has parts to add.
+        assert not extra, "extra tensors ride only with sums of sharded parameters"
+        plain = sums
+    else:
+        plain = [s for s in sums.values() if not is_dtensor(s)] + list(extra)
     n_samples, n_batches, first = all_reduce_sums(
         plain, [counts.n_samples, counts.n_batches, counts.batch_size or 0], _buffer_device(list(sums.values()))
     )

@@ -46,19 +46,35 @@ def _from_block(t: torch.Tensor, positions: list[int]) -> torch.Tensor:
 
 
 @torch.no_grad()
+class PositionRead:
+    """`read_positions` in two steps, so that its all_reduce can ride on another collective.
+
+    `parts` are this rank's values of the sharded tensors (0 where another rank holds the
+    element): sum them over ranks, in place, in any all_reduce, then call `values()`.
+    """
+
+    def __init__(self, items: list[tuple[torch.Tensor, list[int]]]):
+        self._items = items
+        self._sharded = [i for i, (t, _) in enumerate(items) if is_dtensor(t)]
+        self.parts = [_from_block(*items[i]) for i in self._sharded]
+
+    def values(self) -> list[list[float]]:
+        """For each (tensor, flat positions), the values there, as a whole tensor would give them."""
+        values: list[list[float] | None] = [None] * len(self._items)
+        for i, (t, positions) in enumerate(self._items):
+            if i not in self._sharded:
+                values[i] = t.detach().reshape(-1)[positions].double().tolist()
+        for i, part in zip(self._sharded, self.parts):
+            values[i] = part.tolist()
+        return values
+
+
 def read_positions(items: list[tuple[torch.Tensor, list[int]]]) -> list[list[float]]:
     """For each (tensor, flat positions), the values there, as a whole tensor would give them."""
-    sharded = [i for i, (t, _) in enumerate(items) if is_dtensor(t)]
-    values: list[list[float] | None] = [None] * len(items)
-    for i, (t, positions) in enumerate(items):
-        if i not in sharded:
-            values[i] = t.detach().reshape(-1)[positions].double().tolist()
-    if sharded:
-        parts = [_from_block(*items[i]) for i in sharded]
-        flat = torch.cat(parts).to(local(items[sharded[0]][0]).device)
-        if active():
-            dist.all_reduce(flat)
-        flat = flat.cpu().tolist()
-        for i, part in zip(sharded, parts):
-            values[i], flat = flat[: part.numel()], flat[part.numel() :]
-    return values
+    read = PositionRead(items)
+    if read.parts and active():
+        flat = torch.cat(read.parts).to(local(items[read._sharded[0]][0]).device)
+        dist.all_reduce(flat)
+        for part, summed in zip(read.parts, flat.cpu().split([p.numel() for p in read.parts])):
+            part.copy_(summed)
+    return read.values()

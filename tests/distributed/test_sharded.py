@@ -70,11 +70,13 @@ def test_batch_importance_of_fsdp_model_is_sharded_and_squares_the_synchronised_
             torch.testing.assert_close(result["batch"]["tensors"][name], t, rtol=1e-5, atol=1e-9)
         meta = result["batch"]["meta"]
         assert (meta["n_batches"], meta["n_samples"], meta["batch_size"]) == (3, 44, 2 * BATCH)
+        # read from the shards by global position, summed over ranks in the counts' all_reduce
+        assert meta["checkpoint_probe"] == want.checkpoint_probe
         kind, placements, shape = result["placements"]["3.weight"]
         assert (kind, placements, shape) == ("DTensor", "(Shard(dim=0),)", ((3, 16), (2, 16))[rank])
         assert result["grads_untouched"]
-        # the counts, and the checkpoint probe (parameter values read by global position); FSDP2's own traffic besides
-        assert result["batch"]["collectives"]["c10d::allreduce_"] == 2
+        # the counts and the checkpoint probe (parameter values read by global position) in one; FSDP2's own besides
+        assert result["batch"]["collectives"]["c10d::allreduce_"] == 1
 
 
 def test_sharded_importances_save_per_rank_and_load_onto_the_sharding_or_whole(ranks):
@@ -96,13 +98,14 @@ def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(r
         assert all(kind == ("DTensor", "(Shard(dim=0),)") for kind in result["per_sample_placements"].values())
         meta = result["per_sample"]["meta"]
         assert (meta["n_samples"], meta["n_batches"]) == (44, 6)
+        assert meta["checkpoint_probe"] == want.checkpoint_probe
         for name, t in want.items():
             got = result["per_sample"]["tensors"][name]
             torch.testing.assert_close(got, t, rtol=1e-6, atol=1e-6 * float(t.abs().max()))
         # one reduce-scatter per tensor per batch (6 tensors x 3 batches; no gradient is formed, so
-        # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts, one for the checkpoint probe
+        # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts and the checkpoint probe
         assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 18
-        assert result["per_sample"]["collectives"]["c10d::allreduce_"] == 2
+        assert result["per_sample"]["collectives"]["c10d::allreduce_"] == 1
 
 
 def test_refusals_come_before_any_write_and_on_every_rank(ranks):
