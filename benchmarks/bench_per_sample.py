@@ -91,6 +91,10 @@ def build(name: str, args: argparse.Namespace) -> tuple[nn.Module, tuple[int, ..
         return cifar_resnet18(100), (3, 32, 32)
     if name == "vit_s16":
         return ViT(image=args.vit_image, depth=args.vit_depth), (3, args.vit_image, args.vit_image)
+    if name == "tv_resnet18":  # torchvision's ImageNet ResNet18 (7x7 stem, max-pool) at 64x64, as a new user runs it
+        from torchvision.models import resnet18  # optional: only this row needs torchvision
+
+        return resnet18(num_classes=100), (3, 64, 64)
     raise ValueError(f"unknown model {name!r}")
 
 
