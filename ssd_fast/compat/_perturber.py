@@ -52,7 +52,7 @@ PUBLISHED_KEYS = (
     "selection_weighting",
 )
 _REQUIRED = ("dampening_constant", "selection_weighting")
-_DEFAULTS = {
+PUBLISHED_DEFAULTS = {
     "lower_bound": 1,
     "exponent": 1,
     "magnitude_diff": None,
@@ -84,7 +84,7 @@ def _check_parameters(parameters: Any) -> dict[str, Any]:
         raise ValueError(
             f"parameters is missing {missing} (lambda is 'dampening_constant', alpha 'selection_weighting')"
         )
-    out = {**_DEFAULTS, **parameters}
+    out = {**PUBLISHED_DEFAULTS, **parameters}
     checks = {
         "selection_weighting": (lambda v: v >= 0, ">= 0"),
         "dampening_constant": (lambda v: v >= 0, ">= 0"),

@@ -9,7 +9,7 @@ from torch import nn
 
 from .. import _checks
 from ._layouts import Unpack
-from ._perturber import ParameterPerturber
+from ._perturber import PUBLISHED_DEFAULTS, ParameterPerturber
 
 
 def _check_loader(value: object, name: str) -> None:
@@ -45,12 +45,7 @@ def ssd_tuning(
     _check_loader(forget_loader, "forget_loader")
     _check_loader(full_loader, "full_loader")
     parameters = {
-        "lower_bound": 1,
-        "exponent": 1,
-        "magnitude_diff": None,
-        "min_layer": -1,
-        "max_layer": -1,
-        "forget_threshold": 1,
+        **PUBLISHED_DEFAULTS,
         "dampening_constant": dampening_constant,
         "selection_weighting": selection_weighting,
     }
