@@ -57,6 +57,8 @@ class PositionRead:
         self._items = items
         self._sharded = [i for i, (t, _) in enumerate(items) if is_dtensor(t)]
         self.parts = [_from_block(*items[i]) for i in self._sharded]
+        # where a collective over the parts must run (CUDA under NCCL): beside the sharded tensors
+        self.device = local(items[self._sharded[0]][0]).device if self._sharded else torch.device("cpu")
 
     def values(self) -> list[list[float]]:
         """For each (tensor, flat positions), the values there, as a whole tensor would give them."""
@@ -73,7 +75,7 @@ def read_positions(items: list[tuple[torch.Tensor, list[int]]]) -> list[list[flo
     """For each (tensor, flat positions), the values there, as a whole tensor would give them."""
     read = PositionRead(items)
     if read.parts and active():
-        flat = torch.cat(read.parts).to(local(items[read._sharded[0]][0]).device)
+        flat = torch.cat(read.parts).to(read.device)
         dist.all_reduce(flat)
         for part, summed in zip(read.parts, flat.cpu().split([p.numel() for p in read.parts])):
             part.copy_(summed)
