@@ -20,6 +20,7 @@ def finetune(
     optimizer: str = "sgd",
     seed: int = 0,
     progress: bool = True,
+    pin_memory: bool = False,
 ) -> nn.Module:
     """Train a copy of `model` on `splits.retain` for `epochs` (5, as in the paper).
 
@@ -27,5 +28,5 @@ def finetune(
     momentum 0.9. `model` itself is untouched.
     """
     tuned = copy.deepcopy(model)
-    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed, pin_memory=pin_memory)
     return train(tuned, loader, epochs, lr=lr, optimizer=optimizer, progress=progress)

@@ -36,6 +36,7 @@ def retrain(
     optimizer: str = "adam",
     seed: int = 0,
     progress: bool = True,
+    pin_memory: bool = False,
 ) -> nn.Module:
     """Train a freshly initialised copy of `model` on `splits.retain`; `model` is untouched.
 
@@ -43,5 +44,5 @@ def retrain(
     result is the model that would exist had the forget set never been seen.
     """
     gold = fresh_copy(model, seed)
-    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed, pin_memory=pin_memory)
     return train(gold, loader, epochs, lr=lr, optimizer=optimizer, progress=progress)
