@@ -90,10 +90,17 @@ def breakdown_table(units: list[dict], title: str, variant: str = "") -> list[st
         for method, entry in methods.items():
             if method.startswith("ssd") and entry["steps"]:
                 parts = ", ".join(f"{s} {_seconds(v)}" for s, v in entry["steps"].items())
-                rows.append(f"| {scenario} | {method} | {_seconds(entry['seconds'])} | {parts} |")
+                accs = " | ".join(_percent(entry[k]) for k in ("forget_acc", "retain_acc"))
+                rows.append(f"| {scenario} | {method} | {accs} | {_seconds(entry['seconds'])} | {parts} |")
     if not rows:
         return []
-    return [f"### {title}", "", "| scenario | method | total (s) | steps (s) |", "|---|---|---|---|", *rows, ""]
+    header = "| scenario | method | forget acc | retain acc | total (s) | steps (s) |"
+    return [f"### {title}", "", header, "|---|---|---|---|---|---|", *rows, ""]
+
+
+def _percent(mean_and_std: list[float]) -> str:
+    mean, std = mean_and_std
+    return "-" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def _seconds(mean_and_std: list[float]) -> str:

@@ -58,7 +58,8 @@ def test_full_scale_tiny_writes_every_method_and_scenario(tmp_path):
     for header in (line for line in table.splitlines() if line.startswith("| |")):
         assert [c.strip() for c in header.strip("|").split("|")][1:] == list(METHODS)
     assert table.count("| time per request (s) |") == len(SCENARIOS)
-    assert "### Speed variant: per_sample" in table and "### Speed variant: unpinned" in table
+    for variant in SPEED_VARIANTS:
+        assert f"### Speed variant: {variant}" in table
     assert run["data"] == "digits"
 
 
@@ -102,6 +103,7 @@ def test_plan_is_seed_major_with_the_speed_variants_after_the_first_seed():
         (0, "random", ""),
         (0, "subclass", ""),
         (0, "class", "unpinned"),
+        (0, "class", "batch256"),
         (0, "class", "per_sample"),
         (1, "class", ""),
         (1, "random", ""),
