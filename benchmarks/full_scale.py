@@ -9,8 +9,10 @@ summary) and $OUT/full_scale.md (per scenario: mean ± std over seeds of forget 
 test accuracy, MIA and time per request, one column per method; then the breakdown). Both
 are rewritten after every unit, so a run killed from outside keeps what it finished.
 
-Units run seed-major (seed 0: class, random, subclass; then the speed variants; then seed
-1, ...), so a budget that runs out costs the last seeds, not a scenario. A unit is one
+Stages (--stages): "main", one unit per scenario and seed with every method, and "speed",
+the speed variants of issue 13 item 3 on the first seed's class model. Units run
+seed-major (seed 0: class, random, subclass; then the speed variants; then seed 1, ...),
+so a budget that runs out costs the last seeds, not a scenario. A unit is one
 scenario and one seed with every method (`ssd_fast.eval.bench.run_bench`). The class and
 random scenarios train on the same labels, so they share one trained model and one full
 importance per seed (cached under --cache-dir); sub-class trains its own on the
@@ -26,20 +28,21 @@ figures in /work/shared/ANCHORS.md and issue 13: ResNet18 fwd+bwd about 14 ms pe
 loop 59 ms per retain sample over 10 classes, tune 2-10 s per request; evaluation is a
 forward pass over test + retain + forget, about 69k images, 1-1.5 s with the MIA fit):
 
-| stage (per seed) | pieces | seconds |
+| stage (per seed) | pieces (seconds) | seconds |
 |---|---|---|
-| class | train 57k x 2 epochs (8), full importance (6.5), retrain (8), finetune 2 epochs (7), fisher 100 samples (6), fisher_fast (0.5), ssd + ssd_auto (1.4), ssd_tune (0.7 + 2-10), 8 evaluations (12) | ~60 |
-| random (100 samples) | model and full importance cached; retrain (8.5), finetune (7.5), fisher (6), ssd + ssd_auto (~0.1), ssd_tune (~250 trials at 30-40/s: ~8), 8 evaluations (12) | ~45 |
+| class (T-shirt/top) | train 55k images x 2 epochs at batch 128 (8), full importance (6.5), retrain (8), finetune 2 epochs (7), fisher on 100 samples (6), fisher_fast (0.5), ssd + ssd_auto (1.4), ssd_tune (0.7 + 2-10), 8 evaluations (12) | ~60 |
+| random (100 samples) | model and full importance cached by class; retrain (8.5), finetune (7.5), fisher (6), ssd + ssd_auto (0.1), ssd_tune (~250 trials at 30-40 a second: 8), 8 evaluations (12) | ~45 |
 | subclass (Sneaker) | as class, on 5 superclasses (fisher 3) | ~55 |
-| speed variants (seed 0 only) | class, ssd + ssd_auto, 2 evaluations each (3): unpinned loaders (~5); batch mode at 256, full importance 57k at ~18k img/s (3) and 6,000 forget images (0.35 each) (~7); per_sample mode at batch 256, its full importance at ~3.5k img/s (16) and 6,000 forget images (1.7 each) (~25) | ~37 |
+| speed variants (seed 0 only) | class model, ssd + ssd_auto and their evaluations (3 each): unpinned loaders (~5); batch mode at 256, full importance at ~18k img/s (3) plus 2 x 0.35 (~7); per_sample at batch 256, full importance at ~3.5k img/s (16) plus 2 x 1.7 (~25) | ~37 |
 
-So about 160 s a seed, about 515 s for 3 seeds and the speed variants, plus about 15 s to
-start (CUDA, data) and about 40 s to build the extension: more than the default
---budget 480 leaves, by an uncertain margin. Expect seed 2's last unit(s) to be skipped if
-the estimate is right; the report says which. The paper's 5 finetune epochs add about
-10 s a unit (about 95 s for 3 seeds), and ssd_reference (same results as ssd, the
-published code's speed) about 11 s a model for its full importance plus 2.5 s a unit: give
-them a second call (--methods, --seeds, --first-seed) rather than the first one.
+So about 160 s a seed and about 515 s for 3 seeds with the speed variants, plus about 15 s
+to start (imports, CUDA, data). full_scale.sh gives this script what is left of 540 s after
+the build (about 40 s): a budget of about 490 s. If the estimate is right, seed 2's last
+unit or two are skipped; the report says which, and the budget adapts to the measured cost
+of each kind of unit. Left out of the default to fit: the paper's 5 finetune epochs (about
+10 s more a unit, 95 s for 3 seeds) and ssd_reference (the same unlearning as ssd, at the
+published code's speed: about 11 s a model for its full importance plus 2.5 s a unit).
+Run them in a second call (--methods, --seeds, --first-seed), not the first.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ TINY = dict(
     threads=1,
 )
 DEFAULT_METHODS = tuple(m for m in METHODS if m != "ssd_reference")  # see the module docstring
+STAGES = ("main", "speed")
 SCENARIO_ORDER = ("class", "random", "subclass")  # random reuses class's cached model right after it
 # The speed variants of issue 13 item 3, run on seed 0's class model with the SSD methods only.
 # batch256: batch mode at a batch the GPU is not launch-bound at (a different estimate, so alpha
@@ -129,13 +133,13 @@ def time_limit(seconds: float | None):
         signal.signal(signal.SIGALRM, previous)
 
 
-def plan(scenarios: list[str], seeds: list[int], speed: bool) -> list[dict]:
+def plan(scenarios: list[str], seeds: list[int], stages: list[str]) -> list[dict]:
     """The units in run order: seed-major, the speed variants after the first seed."""
-    ordered = [s for s in SCENARIO_ORDER if s in scenarios]
+    ordered = [s for s in SCENARIO_ORDER if s in scenarios] if "main" in stages else []
     units = []
     for i, seed in enumerate(seeds):
         units += [{"scenario": s, "seed": seed, "variant": ""} for s in ordered]
-        if i == 0 and speed:
+        if i == 0 and "speed" in stages:
             units += [{"scenario": "class", "seed": seed, "variant": v} for v in SPEED_VARIANTS]
     return units
 
@@ -213,7 +217,7 @@ def settings(args: argparse.Namespace) -> dict:
         "importance_mode": "batch",
         "importance_batch_size": args.importance_batch_size,
         "tiny": args.tiny,
-        "speed": args.speed,
+        "stages": args.stages,
     }
 
 
@@ -243,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     history: dict[str, float] = {}
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
-        for unit in plan(args.scenarios, seeds, args.speed):
+        for unit in plan(args.scenarios, seeds, args.stages):
             left = args.budget - (time.perf_counter() - start)
             cost = predicted_cost(unit, history, estimates)
             if cost > left:
@@ -292,7 +296,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--importance-batch-size", type=int, default=None, help="batch mode's batch size (default: the published 64)"
     )
-    p.add_argument("--no-speed", dest="speed", action="store_false", help="skip the speed variants")
+    p.add_argument(
+        "--stages",
+        type=_list(STAGES),
+        default=list(STAGES),
+        help="main: every scenario and method per seed; speed: the speed variants on the first seed (default: both)",
+    )
     p.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run (default 480)")
     p.add_argument("--unit-timeout", type=float, default=200.0, help="seconds one unit may take (default 200)")
     return p.parse_args(argv)

@@ -72,13 +72,13 @@ def test_full_scale_refuses_to_fall_back_to_digits_unless_tiny(tmp_path):
 def test_a_budget_too_small_skips_units_and_still_writes_the_report(tmp_path):
     with pytest.warns(UserWarning, match="digits"):
         run = main(_tiny(tmp_path, "--budget", "0"))
-    assert run["units"] == [] and len(run["skipped"]) == len(plan(list(SCENARIOS), [0], True))
+    assert run["units"] == [] and len(run["skipped"]) == len(plan(list(SCENARIOS), [0], ["main", "speed"]))
     assert "skipped class seed 0" in (tmp_path / "out" / "full_scale.md").read_text()
 
 
 def test_a_unit_past_its_time_limit_is_cut_and_reported(tmp_path):
     with pytest.warns(UserWarning, match="digits"):
-        run = main(_tiny(tmp_path, "--unit-timeout", "0.001", "--scenarios", "class", "--no-speed"))
+        run = main(_tiny(tmp_path, "--unit-timeout", "0.001", "--scenarios", "class", "--stages", "main"))
     (unit,) = run["units"]
     assert unit["status"].startswith("cut after") and unit["records"] == []
     assert "cut after" in (tmp_path / "out" / "full_scale.md").read_text()
@@ -97,7 +97,8 @@ def test_time_limit_interrupts_and_then_disarms():
 
 
 def test_plan_is_seed_major_with_the_speed_variants_after_the_first_seed():
-    units = plan(["subclass", "class", "random"], [0, 1], speed=True)
+    assert [u["variant"] for u in plan(["class"], [0, 1], ["speed"])] == list(SPEED_VARIANTS)
+    units = plan(["subclass", "class", "random"], [0, 1], ["main", "speed"])
     assert [(u["seed"], u["scenario"], u["variant"]) for u in units] == [
         (0, "class", ""),
         (0, "random", ""),
