@@ -12,6 +12,7 @@ import json
 import math
 from pathlib import Path
 
+from ssd_fast.eval.bench import METHODS
 from ssd_fast.eval.bench.report import mean_std, row_labels
 
 # (record key, label suffix, is a percentage): the rows of each scenario's table.
@@ -62,7 +63,7 @@ def _step_rank(step: str) -> int:
 
 def scenario_table(scenario: str, forget_name: str, methods: dict[str, list[dict]]) -> list[str]:
     """One scenario's table: a column per method, a row per score, mean ± std over its seeds."""
-    names = list(methods)
+    names = sorted(methods, key=lambda m: METHODS.index(m) if m in METHODS else len(METHODS))
     seeds = sorted({r["seed"] for recs in methods.values() for r in recs})
     labels = row_labels(scenario)
     labels["seconds"] = "time per request (s)"

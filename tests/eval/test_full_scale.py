@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from benchmarks.full_scale import SPEED_METHODS, SPEED_VARIANTS, UnitTimeout, main, plan, time_limit
+from benchmarks.full_scale import DEFAULT_METHODS, SPEED_METHODS, SPEED_VARIANTS, UnitTimeout, main, plan, time_limit
 from ssd_fast.eval.bench import METHODS
 from ssd_fast.eval.data import SCENARIOS
 
@@ -61,6 +61,11 @@ def test_full_scale_tiny_writes_every_method_and_scenario(tmp_path):
     for variant in SPEED_VARIANTS:
         assert f"### Speed variant: {variant}" in table
     assert run["data"] == "digits"
+
+
+def test_the_default_methods_are_every_method_but_the_reference_ssd_first():
+    assert sorted(DEFAULT_METHODS) == sorted(m for m in METHODS if m != "ssd_reference")
+    assert DEFAULT_METHODS.index("ssd_tune") < DEFAULT_METHODS.index("retrain")
 
 
 def test_full_scale_refuses_to_fall_back_to_digits_unless_tiny(tmp_path):
