@@ -25,7 +25,8 @@ def finetune(
     """Train a copy of `model` on `splits.retain` for `epochs` (5, as in the paper).
 
     The defaults follow the published SSD code's finetune baseline: SGD, lr 0.02,
-    momentum 0.9. `model` itself is untouched.
+    momentum 0.9. `model` itself is untouched. `pin_memory` pins the loader's batches, for a
+    model on CUDA (see `make_loader`).
     """
     tuned = copy.deepcopy(model)
     loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed, pin_memory=pin_memory)

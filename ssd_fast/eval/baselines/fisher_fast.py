@@ -26,7 +26,8 @@ def fisher_diagonal_fast(
     progress: bool = True,
     pin_memory: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """`fisher_diagonal`'s result through the per-sample engine (name -> fp32 tensor)."""
+    """`fisher_diagonal`'s result through the per-sample engine (name -> fp32 tensor);
+    `pin_memory` pins the loader's batches, for a model on CUDA."""
     from ...per_sample import PerClass
 
     if max_samples is not None:
