@@ -33,12 +33,12 @@ forward pass over test + retain + forget, about 69k images, 1-1.5 s with the MIA
 | class (T-shirt/top) | train 55k images x 2 epochs at batch 128 (8), full importance (6.5), retrain (8), finetune 2 epochs (7), fisher on 100 samples (6), fisher_fast (0.5), ssd + ssd_auto (1.4), ssd_tune (0.7 + 2-10), 8 evaluations (12) | ~60 |
 | random (100 samples) | model and full importance cached by class; retrain (8.5), finetune (7.5), fisher (6), ssd + ssd_auto (0.1), ssd_tune (~250 trials at 30-40 a second: 8), 8 evaluations (12) | ~45 |
 | subclass (Sneaker) | as class, on 5 superclasses (fisher 3) | ~55 |
-| speed variants (seed 0 only) | class model, ssd + ssd_auto and their evaluations (3 each): unpinned loaders (~5); batch mode at 256, full importance at ~18k img/s (3) plus 2 x 0.35 (~7); per_sample at batch 256, full importance at ~3.5k img/s (16) plus 2 x 1.7 (~25) | ~37 |
+| speed variants (seed 0 only) | class model, ssd + ssd_auto and their evaluations (3 each): unpinned loaders (~5); batch mode at 256, full importance at ~18k img/s (3) plus 2 x 0.35 (~7); per_sample at batch 256, full importance at ~3.5k img/s (16) plus 2 x 1.7 (~25) | ~40 |
 
-So about 160 s a seed and about 515 s for 3 seeds with the speed variants, plus about 15 s
-to start (imports, CUDA, data). full_scale.sh gives this script what is left of 540 s after
-the build (about 40 s): a budget of about 490 s. If the estimate is right, seed 2's last
-unit or two are skipped; the report says which, and the budget adapts to the measured cost
+So about 160 s a seed and about 520 s for 3 seeds with the speed variants, plus about 15 s
+to start (imports, CUDA, data); `--dry-run` prints this plan against --budget. full_scale.sh gives this script what is left of 540 s after
+the build (about 40 s): a budget of about 490 s. If the estimate is right, seed 2's sub-class
+unit is skipped; the report says which, and the budget adapts to the measured cost
 of each kind of unit. Left out of the default to fit: the paper's 5 finetune epochs (about
 10 s more a unit, 95 s for 3 seeds) and ssd_reference (the same unlearning as ssd, at the
 published code's speed: about 11 s a model for its full importance plus 2.5 s a unit).
@@ -229,9 +229,25 @@ def load(args: argparse.Namespace):
     return load_dataset(args.data_dir, fallback=args.tiny)
 
 
+def dry_run(args: argparse.Namespace) -> list[dict]:
+    """The plan with each unit's predicted H200 seconds and whether it fits the budget (runs nothing)."""
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    total, rows = 0.0, []
+    for unit in plan(args.scenarios, seeds, args.stages):
+        cost = predicted_cost(unit, {}, ESTIMATE_H200)
+        fits = total + cost <= args.budget
+        total += cost if fits else 0.0
+        rows.append({**unit, "predicted": cost, "fits": fits})
+        variant = f" ({unit['variant']})" if unit["variant"] else ""
+        print(f"seed {unit['seed']} {unit['scenario']}{variant}: ~{cost:.0f} s, " + (f"total ~{total:.0f} s" if fits else "SKIPPED"))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the planned units within the budget; write and return the collected run."""
     args = parse_args(argv)
+    if args.dry_run:
+        return {"plan": dry_run(args)}
     start = time.perf_counter()
     dataset = load(args)
     seeds = list(range(args.first_seed, args.first_seed + args.seeds))
@@ -306,6 +322,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="main: every scenario and method per seed; speed: the speed variants on the first seed (default: both)",
     )
     p.add_argument("--budget", type=float, default=480.0, help="seconds for the whole run (default 480)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and its H200 estimate; run nothing")
     p.add_argument("--unit-timeout", type=float, default=200.0, help="seconds one unit may take (default 200)")
     return p.parse_args(argv)
 

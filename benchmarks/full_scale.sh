@@ -5,7 +5,7 @@
 # sub-class, 3 seeds, every method but ssd_reference, and 3 speed variants) in what is left
 # of TOTAL seconds (default 540: the build's time comes out of the benchmark's budget, and a
 # minute is left of a 600 s call). Its header has the per-stage estimate for an H200 (about
-# 160 s a seed; the budget may skip seed 2's last units, and the report says which).
+# 160 s a seed; the budget may skip seed 2's sub-class unit, and the report says which).
 #
 # Fashion-MNIST is not on the device: carry it. Once, in the repository root here:
 #   echo /.data/ >> .git/info/exclude

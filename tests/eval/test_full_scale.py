@@ -101,6 +101,14 @@ def test_time_limit_interrupts_and_then_disarms():
     assert signal.getsignal(signal.SIGALRM) is before  # the caller's handler is back
 
 
+def test_dry_run_predicts_and_runs_nothing(tmp_path):
+    rows = main(["--dry-run", "--budget", "300", "--out", str(tmp_path / "out")])["plan"]
+    assert len(rows) == len(plan(list(SCENARIOS), [0, 1, 2], ["main", "speed"]))
+    assert rows[0]["fits"] and not rows[-1]["fits"]  # 300 s holds the first seed, not the third
+    assert sum(r["predicted"] for r in rows if r["fits"]) <= 300
+    assert not (tmp_path / "out").exists()
+
+
 def test_plan_is_seed_major_with_the_speed_variants_after_the_first_seed():
     assert [u["variant"] for u in plan(["class"], [0, 1], ["speed"])] == list(SPEED_VARIANTS)
     units = plan(["subclass", "class", "random"], [0, 1], ["main", "speed"])
