@@ -36,10 +36,10 @@ forward pass over test + retain + forget, about 69k images, 1-1.5 s with the MIA
 | speed variants (seed 0 only) | class model, ssd + ssd_auto and their evaluations (3 each): unpinned loaders (~5); batch mode at 256, full importance at ~18k img/s (3) plus 2 x 0.35 (~7); per_sample at batch 256, full importance at ~3.5k img/s (16) plus 2 x 1.7 (~25) | ~40 |
 
 So about 160 s a seed and about 520 s for 3 seeds with the speed variants, plus about 15 s
-to start (imports, CUDA, data); `--dry-run` prints this plan against --budget. full_scale.sh gives this script what is left of 540 s after
-the build (about 40 s): a budget of about 490 s. If the estimate is right, seed 2's sub-class
-unit is skipped; the report says which, and the budget adapts to the measured cost
-of each kind of unit. Left out of the default to fit: the paper's 5 finetune epochs (about
+to start (imports, CUDA, data); `--dry-run` prints this plan against --budget.
+full_scale.sh gives this script what is left of 540 s after the build (about 40 s): a
+budget of about 490 s. If the estimate is right, seed 2's sub-class unit is skipped; the
+report says which, and the budget adapts to the measured cost of each kind of unit. Left out of the default to fit: the paper's 5 finetune epochs (about
 10 s more a unit, 95 s for 3 seeds) and ssd_reference (the same unlearning as ssd, at the
 published code's speed: about 11 s a model for its full importance plus 2.5 s a unit).
 Run them in a second call (--methods, --seeds, --first-seed), not the first.
