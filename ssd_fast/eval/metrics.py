@@ -19,10 +19,12 @@ from torch.utils.data import DataLoader, Dataset
 from .._batches import eval_mode
 
 
-def _batches(data: Dataset | Iterable, batch_size: int) -> Iterable:
-    """Datasets are wrapped in an unshuffled loader; loaders and other iterables pass through."""
+def _batches(data: Dataset | Iterable, batch_size: int, device: torch.device) -> Iterable:
+    """Datasets are wrapped in an unshuffled loader (pinned for a CUDA model, so the copies
+    below are asynchronous); loaders and other iterables pass through."""
     if isinstance(data, Dataset):
-        return DataLoader(data, batch_size=batch_size, shuffle=False)
+        pin = device.type == "cuda" and torch.cuda.is_available()
+        return DataLoader(data, batch_size=batch_size, shuffle=False, pin_memory=pin)
     return data
 
 
@@ -39,8 +41,8 @@ def predict(model: nn.Module, data: Dataset | Iterable, *, batch_size: int = 512
     device = _device_of(model)
     logits, targets = [], []
     with eval_mode(model):
-        for x, y in _batches(data, batch_size):
-            logits.append(model(x.to(device)).float().cpu())
+        for x, y in _batches(data, batch_size, device):
+            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
             targets.append(y.cpu())
     if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)

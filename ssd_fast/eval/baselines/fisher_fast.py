@@ -24,13 +24,15 @@ def fisher_diagonal_fast(
     max_samples: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    pin_memory: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """`fisher_diagonal`'s result through the per-sample engine (name -> fp32 tensor)."""
+    """`fisher_diagonal`'s result through the per-sample engine (name -> fp32 tensor);
+    `pin_memory` pins the loader's batches, for a model on CUDA."""
     from ...per_sample import PerClass
 
     if max_samples is not None:
         data = torch.utils.data.Subset(data, capped_indices(len(data), max_samples, seed).tolist())
-    loader = make_loader(data, batch_size)
+    loader = make_loader(data, batch_size, pin_memory=pin_memory)
     imp = importance(model, loader, mode="per_sample", unpack=lambda b: (b[0], PerClass()), progress=progress)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     return {n: t for n, t in imp.items() if n in trainable}

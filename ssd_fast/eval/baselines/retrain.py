@@ -36,12 +36,14 @@ def retrain(
     optimizer: str = "adam",
     seed: int = 0,
     progress: bool = True,
+    pin_memory: bool = False,
 ) -> nn.Module:
     """Train a freshly initialised copy of `model` on `splits.retain`; `model` is untouched.
 
     Use the same epochs, batch size and optimiser as the original training, so that the
-    result is the model that would exist had the forget set never been seen.
+    result is the model that would exist had the forget set never been seen. `pin_memory`
+    pins the loader's batches, for a model on CUDA (see `make_loader`).
     """
     gold = fresh_copy(model, seed)
-    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed)
+    loader = make_loader(splits.retain, batch_size, shuffle=True, seed=seed, pin_memory=pin_memory)
     return train(gold, loader, epochs, lr=lr, optimizer=optimizer, progress=progress)

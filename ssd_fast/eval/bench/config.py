@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict, dataclass, field
 
-from ..data.scenarios import SCENARIOS
+from ..data.scenarios import SCENARIOS, pin_for
 from ..models import MODELS
 
 METHODS = ("baseline", "retrain", "finetune", "fisher", "fisher_fast", "ssd", "ssd_tune", "ssd_auto", "ssd_reference")
@@ -60,6 +60,7 @@ class BenchConfig:
     cache_dir: str | None = None
     use_cache: bool = True
     device: str = "cpu"
+    pin_memory: bool = True  # pin the loaders' batches when the device is CUDA (no effect on the CPU)
     threads: int | None = 1  # None or 0: torch's default (one per core)
     progress: bool = True
     extra: dict = field(default_factory=dict)
@@ -80,6 +81,10 @@ class BenchConfig:
     def reference_batch_size(self) -> int:
         """ssd_reference is the published batch mode: the flag, else the published 64."""
         return self.importance_batch_size or 64
+
+    def pin(self) -> bool:
+        """Whether the benchmark's loaders pin their batches: asked for, and the device is CUDA."""
+        return self.pin_memory and pin_for(self.device)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -180,6 +185,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-cache", dest="use_cache", action="store_false", help="always train, never read or write checkpoints"
     )
     p.add_argument("--device", default=d.device, help="torch device (default: %(default)s)")
+    p.add_argument(
+        "--no-pin-memory",
+        dest="pin_memory",
+        action="store_false",
+        help="on CUDA, do not pin the loaders' batches (pinned by default, so host-to-device copies are asynchronous)",
+    )
     p.add_argument(
         "--threads",
         type=int,

@@ -5,6 +5,9 @@ it after are excluded for every method alike. SSD's full-data importance is comp
 once after training (cached with the checkpoint), so it is reported as its own step and
 not in SSD's per-request time, exactly as the paper's Figure 2 separates it. ssd_tune's
 time is a request's: the forget importance and every trial of the search, scoring included.
+Each SSD variant's `steps` split its request's wall time into the forget importance, the
+dampening (ssd_tune: the search) and "rest" (building the loader, Python between the steps).
+On CUDA every timed step ends with a synchronize, so a time is the GPU's, not the launches'.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from ... import reference
@@ -54,10 +58,24 @@ class MethodRun:
     details: dict = field(default_factory=dict)  # method-specific facts for results.json (e.g. tune's choice)
 
 
+def _sync() -> None:
+    # CUDA kernels run asynchronously: without this a step's time would stop at its last launch.
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn: Callable[[], object]) -> tuple[object, float]:
+    _sync()
     start = time.perf_counter()
     out = fn()
+    _sync()
     return out, time.perf_counter() - start
+
+
+def _request_steps(total: float, **parts: float) -> dict[str, float]:
+    """A request's timing breakdown: its named parts, plus "rest" (the request's wall time not in
+    any part: building the loader, deep-copy excluded, Python between the steps)."""
+    return {**parts, "rest": max(total - sum(parts.values()), 0.0)}
 
 
 def run_baseline(ctx: Context) -> MethodRun:
@@ -69,7 +87,14 @@ def run_retrain(ctx: Context) -> MethodRun:
     c = ctx.config
     model, seconds = _timed(
         lambda: retrain(
-            ctx.model, ctx.splits, epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, seed=ctx.seed, progress=c.progress
+            ctx.model,
+            ctx.splits,
+            epochs=c.epochs,
+            batch_size=c.batch_size,
+            lr=c.lr,
+            seed=ctx.seed,
+            progress=c.progress,
+            pin_memory=c.pin(),
         )
     )
     return MethodRun(model, seconds, measured_seconds=seconds)
@@ -79,7 +104,13 @@ def run_finetune(ctx: Context) -> MethodRun:
     c = ctx.config
     model, seconds = _timed(
         lambda: finetune(
-            ctx.model, ctx.splits, epochs=c.finetune_epochs, batch_size=c.batch_size, seed=ctx.seed, progress=c.progress
+            ctx.model,
+            ctx.splits,
+            epochs=c.finetune_epochs,
+            batch_size=c.batch_size,
+            seed=ctx.seed,
+            progress=c.progress,
+            pin_memory=c.pin(),
         )
     )
     return MethodRun(model, seconds, measured_seconds=seconds)
@@ -134,6 +165,7 @@ def run_fisher_fast(ctx: Context) -> MethodRun:
             max_samples=cap,
             seed=ctx.seed,
             progress=c.progress,
+            pin_memory=c.pin(),
         ),
         "per-sample engine",
     )
@@ -142,20 +174,27 @@ def run_fisher_fast(ctx: Context) -> MethodRun:
 def _forget_importance(ctx: Context, model: nn.Module):
     """The per-request forget importance, timed; the same mode and batch size as the full one."""
     c = ctx.config
-    loader = make_loader(ctx.splits.forget, c.forget_batch_size())
+    loader = make_loader(ctx.splits.forget, c.forget_batch_size(), pin_memory=c.pin())
     return _timed(lambda: importance(model, loader, mode=c.importance_mode, progress=c.progress))
 
 
 def _ssd_at(ctx: Context, alpha: float | str) -> MethodRun:
-    """ssd_fast at a given alpha (a number, or "auto" for ASSD): forget importance, then dampen."""
+    """ssd_fast at a given alpha (a number, or "auto" for ASSD): forget importance, then dampen.
+
+    Its time is the whole request's wall time, split into forget importance, dampen and the rest."""
     model = copy.deepcopy(ctx.model)
-    forget, t_imp = _forget_importance(ctx, model)
-    report, t_damp = _timed(lambda: dampen(model, forget, ctx.full["ssd"], alpha=alpha, lam=ctx.config.lam))
+
+    def request():
+        forget, t_imp = _forget_importance(ctx, model)
+        report, t_damp = _timed(lambda: dampen(model, forget, ctx.full["ssd"], alpha=alpha, lam=ctx.config.lam))
+        return report, t_imp, t_damp
+
+    (report, t_imp, t_damp), total = _timed(request)
     return MethodRun(
         model,
-        t_imp + t_damp,
-        measured_seconds=t_imp + t_damp,
-        steps={"forget importance": t_imp, "dampen": t_damp},
+        total,
+        measured_seconds=total,
+        steps=_request_steps(total, **{"forget importance": t_imp, "dampen": t_damp}),
         notes=f"alpha {report.alpha:.4g}, backend {report.backend}, {report.fraction:.3%} selected",
     )
 
@@ -179,18 +218,23 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
     if sets is None:
         raise ValueError("ssd_tune needs held-out training images to score its trials: use --val-per-class > 0")
     model = copy.deepcopy(ctx.model)
-    forget, t_imp = _forget_importance(ctx, model)
-    result, t_tune = _timed(
-        lambda: tune(
-            model,
-            forget,
-            ctx.full["ssd"],
-            forget_eval=sets.forget_eval,
-            retain_eval=sets.retain_eval,
-            unseen_eval=sets.unseen_eval,
-            eval_limit=c.tune_eval_limit,
+
+    def request():
+        forget, t_imp = _forget_importance(ctx, model)
+        result, t_tune = _timed(
+            lambda: tune(
+                model,
+                forget,
+                ctx.full["ssd"],
+                forget_eval=sets.forget_eval,
+                retain_eval=sets.retain_eval,
+                unseen_eval=sets.unseen_eval,
+                eval_limit=c.tune_eval_limit,
+            )
         )
-    )
+        return result, t_imp, t_tune
+
+    (result, t_imp, t_tune), total = _timed(request)
     chosen = "none (model unchanged)" if result.alpha is None else f"alpha {result.alpha:.4g}, lambda {result.lam:g}"
     if result.first_layer is not None:
         chosen += f" from {result.first_layer} on"
@@ -198,9 +242,9 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
     notes = f"{chosen}; {met} on held-out data; {len(result.trials)} trials"
     return MethodRun(
         model,
-        t_imp + t_tune,
-        measured_seconds=t_imp + t_tune,
-        steps={"forget importance": t_imp, "tune": t_tune},
+        total,
+        measured_seconds=total,
+        steps=_request_steps(total, **{"forget importance": t_imp, "tune": t_tune}),
         notes=notes,
         details={
             "alpha": result.alpha,
@@ -216,12 +260,18 @@ def run_ssd_reference(ctx: Context) -> MethodRun:
     """The pure-PyTorch oracle (ssd_fast.reference), the published algorithm's shape."""
     c = ctx.config
     model = copy.deepcopy(ctx.model)
-    loader = make_loader(ctx.splits.forget, c.reference_batch_size())
-    forget, t_imp = _timed(lambda: reference.importance(model, loader))
-    _, t_damp = _timed(lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam))
-    return MethodRun(
-        model, t_imp + t_damp, measured_seconds=t_imp + t_damp, steps={"forget importance": t_imp, "dampen": t_damp}
-    )
+
+    def request():
+        loader = make_loader(ctx.splits.forget, c.reference_batch_size(), pin_memory=c.pin())
+        forget, t_imp = _timed(lambda: reference.importance(model, loader))
+        _, t_damp = _timed(
+            lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam)
+        )
+        return t_imp, t_damp
+
+    (t_imp, t_damp), total = _timed(request)
+    steps = _request_steps(total, **{"forget importance": t_imp, "dampen": t_damp})
+    return MethodRun(model, total, measured_seconds=total, steps=steps)
 
 
 RUNNERS: dict[str, Callable[[Context], MethodRun]] = {
@@ -242,6 +292,8 @@ FULL_IMPORTANCE_OF = {"ssd": "ssd", "ssd_tune": "ssd", "ssd_auto": "ssd", "ssd_r
 def full_importance(method: str, model: nn.Module, splits: Splits, config: BenchConfig) -> dict:
     """The once-per-model full-data importance each SSD variant dampens against."""
     if method == "ssd":
-        loader = make_loader(splits.train, config.full_batch_size())
+        loader = make_loader(splits.train, config.full_batch_size(), pin_memory=config.pin())
         return importance(model, loader, mode=config.importance_mode, progress=config.progress)
-    return reference.importance(model, make_loader(splits.train, config.reference_batch_size()))
+    return reference.importance(
+        model, make_loader(splits.train, config.reference_batch_size(), pin_memory=config.pin())
+    )

@@ -10,7 +10,7 @@ import torch
 
 from ..._batches import eval_mode
 from ...importances import Importances
-from ..data import load_dataset, make_loader, make_scenario, split_validation, subsample_test
+from ..data import ImageData, load_dataset, make_loader, make_scenario, split_validation, subsample_test
 from ..metrics import evaluate, fraction_changed
 from ..models import build_model
 from ..training import train
@@ -65,7 +65,7 @@ def _train_model(
         held_out_per_class=config.val_per_class,
     )
     ckpt = Checkpoints(cache_root(config.cache_dir), key, enabled=config.use_cache)
-    loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=seed)
+    loader = make_loader(splits.train, config.batch_size, shuffle=True, seed=seed, pin_memory=config.pin())
     model, seconds, cached = ckpt.model(
         model, lambda m: train(m, loader, config.epochs, lr=config.lr, progress=config.progress)
     )
@@ -197,8 +197,13 @@ def _hold_out(data, per_class: int):
     return split_validation(data, per_class, seed=0)
 
 
-def run_bench(config: BenchConfig) -> BenchResult:
-    """Run every seed and method of `config`; returns the records (writing is separate)."""
+def run_bench(config: BenchConfig, dataset: ImageData | None = None, into: BenchResult | None = None) -> BenchResult:
+    """Run every seed and method of `config`; returns the records (writing is separate).
+
+    For a caller running many configs in one process (benchmarks/full_scale.py):
+    `dataset` is the data as `load_dataset` returns it (by default loaded from
+    `config.data_dir`), and `into` collects the records as they come, so that a run cut
+    short (a time limit) keeps the methods it finished."""
     if "ssd_tune" in config.methods and config.val_per_class <= 0:
         raise ValueError("ssd_tune scores its trials on held-out training images: --val-per-class must be > 0")
     previous = torch.get_num_threads()
@@ -206,9 +211,10 @@ def run_bench(config: BenchConfig) -> BenchResult:
         torch.set_num_threads(config.threads)
     try:
         # The test subset is fixed (seed 0) so that every seed is scored on the same images.
-        data = subsample_test(load_dataset(config.data_dir), config.test_subset, seed=0)
+        data = subsample_test(dataset if dataset is not None else load_dataset(config.data_dir), config.test_subset, seed=0)
         data, held_out = _hold_out(data, config.val_per_class)
-        result = BenchResult(config=config, data_name=data.name, forget_name="")
+        result = into if into is not None else BenchResult(config=config, data_name="", forget_name="")
+        result.data_name = data.name
         for seed in range(config.first_seed, config.first_seed + config.seeds):
             _run_seed(config, data, held_out, seed, result)
     finally:
