@@ -12,8 +12,9 @@ image of the class. For each class, tune scores its trials on the validation sli
 to judge: forget accuracy = test accuracy on the class, retain accuracy = test accuracy
 on the other nine. "ok" means forget <= 5% and retain at most 2 points below the
 original model's. `--holdout 0` trains on all 60k and scores tune on trained-on images
-instead, which misleads it (see ssd_fast/eval/data/validation.py). Times are on whatever
-machine runs it (print shows it).
+instead, which misleads it (see ssd_fast/eval/data/validation.py). `--label-free` uses
+LFSSD importances (the gradient of the squared output norm, no labels) for D and Df, and
+so for tune, alpha 10 and auto alike. Times are on whatever machine runs it (print shows it).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _eval_subsets(
 def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -> dict:
     keep = data.train_y == cls
     t0 = time.perf_counter()
-    forget_imp = ssd_fast.importance(model, _loader(data.train_x[keep], data.train_y[keep]), progress=False)
+    forget_imp = ssd_fast.importance(
+        model, _loader(data.train_x[keep], data.train_y[keep]), label_free=args.label_free, progress=False
+    )
     forget_seconds = time.perf_counter() - t0
     row = {"class": cls, "name": data.classes[cls], "forget_importance_s": forget_seconds}
     row["original_forget"], row["original_retain"] = _test_scores(model, data, cls)
@@ -186,6 +189,11 @@ def main() -> None:
     p.add_argument("--forget-eval", type=int, default=600, help="held-out images of the class tune scores on")
     p.add_argument("--retain-eval", type=int, default=2000, help="held-out images of the other classes tune scores on")
     p.add_argument("--max-retain-drop", type=float, default=0.02)
+    p.add_argument(
+        "--label-free",
+        action="store_true",
+        help="LFSSD importances (|grad| of the squared output norm) for both D and Df, instead of the loss's",
+    )
     p.add_argument("--cache", default="/tmp/ssd_fast_fmnist_cnn")
     p.add_argument("--json", default=None)
     args = p.parse_args()
@@ -199,12 +207,14 @@ def main() -> None:
         f"model: {len(data.train_y)} training images, test accuracy {100 * _accuracy(model, data.test_x, data.test_y):.1f}%; "
         f"tune scores on {'held-out' if args.holdout else 'trained-on'} training images"
     )
-    imp_path = stem + "_full_importance.safetensors"
+    imp_path = stem + ("_full_importance_lf" if args.label_free else "_full_importance") + ".safetensors"
     if os.path.isfile(imp_path):
         full_imp = ssd_fast.Importances.load(imp_path, model=model)
     else:
         t0 = time.perf_counter()
-        full_imp = ssd_fast.importance(model, _loader(data.train_x, data.train_y), progress=False)
+        full_imp = ssd_fast.importance(
+            model, _loader(data.train_x, data.train_y), label_free=args.label_free, progress=False
+        )
         print(f"full importance ({len(data.train_y)} images, bs 64): {time.perf_counter() - t0:.1f} s")
         full_imp.save(imp_path)
     rows = []
