@@ -20,7 +20,7 @@ from .dampen import Dampener, dampen, prepare
 from .importance import importance
 from .importances import Importances
 from .report import DampenReport
-from .tune import TuneResult, tune
+from .tune import MiaTarget, TuneResult, tune
 
 __version__ = "0.1.0"
 
@@ -32,6 +32,7 @@ __all__ = [
     "Importances",
     "DampenReport",
     "tune",
+    "MiaTarget",
     "TuneResult",
     "auto_alpha",
     "reference",

@@ -23,6 +23,10 @@ layers onwards, shallowest first, and stops at the first start that does; the ch
 is then made over every trial (`_layer_starts.py` says why). The chance bound alone is
 loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy with every layer, where
 dampening from the second conv on reached 0%.
+
+With `mia=MiaTarget(...)`, each accepted trial is also scored by the paper's
+membership-inference attack, and among the trials tied on the forget aim the one whose
+score is closest to the MIA aim wins (`_mia.py` says why).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from ..report import DampenReport
 from ._alpha_grid import bisection_points, default_alphas
 from ._evaluation import EvalSet
 from ._layer_starts import layer_starts
+from ._mia import MiaScorer, MiaTarget
 from ._target import ForgetTarget, resolve_target
 
 
@@ -61,6 +66,7 @@ class Trial:
     meets_retain: bool
     reused: bool  # same lambda and selected count as an earlier trial: same model, scores reused
     first_layer: str | None = None  # dampened only from this parameter on; None: every layer
+    mia: float | None = None  # the MIA score, for accepted trials when tune was given `mia`
 
     # A trial that fails a constraint may stop scoring early (see _Search._score): its
     # accuracies are then estimates from the part of the evaluation set scored.
@@ -96,6 +102,8 @@ class TuneResult:
     first_layer: str | None = None
     # Seconds of the search spent restoring, applying (kernel included) and scoring.
     timing: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
+    mia: float | None = None  # the choice's MIA score, when tune was given `mia`
+    mia_aim: float | None = None
 
     @property
     def trials_per_second(self) -> float:
@@ -110,20 +118,28 @@ class TuneResult:
             f"  forget acc {self.original_forget_acc:.3f} -> {self.forget_acc:.3f} "
             f"(aim {self.target.aim:.3f}, at most {self.target.bound:.3f}: {self.target.source})\n"
             f"  retain acc {self.original_retain_acc:.3f} -> {self.retain_acc:.3f} (drop at most {self.max_retain_drop:.3f})\n"
-            f"  {len(self.trials)} trials in {self.seconds:.2f} s ({self.trials_per_second:.1f}/s)"
+            + (
+                f"  MIA {self.mia:.3f} (aim {self.mia_aim:.3f})\n"
+                if self.mia is not None and self.mia_aim is not None
+                else ""
+            )
+            + f"  {len(self.trials)} trials in {self.seconds:.2f} s ({self.trials_per_second:.1f}/s)"
         )
 
 
 class _Search:
     """Runs trials on the model: restore, dampen, score; remembers every outcome."""
 
-    def __init__(self, model, dampener: Dampener, forget_set, retain_set, target, retain_floor, first_layer=None):
-        self.model, self.dampener, self.first_layer = model, dampener, first_layer
+    def __init__(
+        self, model, dampener: Dampener, forget_set, retain_set, target, retain_floor, first_layer=None, mia=None
+    ):
+        self.model, self.dampener, self.first_layer, self.mia = model, dampener, first_layer, mia
         self.forget_set, self.retain_set = forget_set, retain_set
         self.target, self.retain_floor = target, retain_floor
         self.timing = {"apply": 0.0, "restore": 0.0, "score": 0.0}  # seconds, for benchmarks
         self.trials: list[Trial] = []
         self._scores: dict[tuple[float, int], tuple[float, float]] = {}
+        self._mia: dict[tuple[float, int], float] = {}
 
     def tried(self, alpha: float, lam: float) -> bool:
         return any(t.lam == lam and math.isclose(t.alpha, alpha, rel_tol=1e-9) for t in self.trials)
@@ -140,12 +156,23 @@ class _Search:
         reused = key in self._scores
         if not reused:
             self._scores[key] = self._score()
+        forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
+        if self.mia is not None and meets_forget and meets_retain and key not in self._mia:
+            self._mia[key] = self.mia.score(self.model)  # only where the choice may fall: it costs forwards
         self.timing["restore"] += t1 - t0
         self.timing["apply"] += t2 - t1
         self.timing["score"] += time.perf_counter() - t2
-        forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
         trial = Trial(
-            alpha, lam, report.selected, forget_acc, retain_acc, meets_forget, meets_retain, reused, self.first_layer
+            alpha,
+            lam,
+            report.selected,
+            forget_acc,
+            retain_acc,
+            meets_forget,
+            meets_retain,
+            reused,
+            self.first_layer,
+            self._mia.get(key),
         )
         self.trials.append(trial)
         return trial
@@ -165,16 +192,26 @@ class _Search:
         return forget_acc, retain_acc, meets_forget, meets_retain
 
 
-def _choose(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> tuple[Trial | None, bool]:
-    """The accepted trial closest to the aim (then best retain, then larger alpha), or a best effort."""
+def _nearest(trials: Sequence[Trial], distance, tolerance: float) -> list[Trial]:
+    """The trials within `tolerance` of the smallest distance."""
+    best = min(distance(t) for t in trials)
+    return [t for t in trials if distance(t) <= best + tolerance]
+
+
+def _choose(
+    trials: Sequence[Trial], target: ForgetTarget, tolerance: float, mia_aim: float | None = None
+) -> tuple[Trial | None, bool]:
+    """The accepted trial closest to the aim (then closest to the MIA aim, when given, then
+    best retain, then larger alpha), or a best effort."""
 
     def distance(t: Trial) -> float:
         return abs(t.forget_acc - target.aim)
 
     accepted = [t for t in trials if t.accepted]
     if accepted:
-        best = min(distance(t) for t in accepted)
-        close = [t for t in accepted if distance(t) <= best + tolerance]
+        close = _nearest(accepted, distance, tolerance)
+        if mia_aim is not None:
+            close = _nearest(close, lambda t: abs(t.mia - mia_aim), tolerance)
         return max(close, key=lambda t: (t.retain_acc, t.alpha)), True
     keeping = [t for t in trials if t.meets_retain and t.selected]
     if keeping:
@@ -238,6 +275,7 @@ def tune(
     eval_limit: int | None = 2000,
     include_auto: bool = True,
     layer_fallback: bool = True,
+    mia: MiaTarget | None = None,
     unpack: Unpack | None = None,
     backend: str = "auto",
 ) -> TuneResult:
@@ -280,6 +318,11 @@ def tune(
             `tolerance` of the aim, search again dampening only from a later weight
             layer on (up to 4 starts, shallowest first, stopping at the first that
             does; see `_layer_starts.py`). False searches every layer only.
+        mia: an `ssd_fast.MiaTarget`: score each accepted trial with the paper's
+            membership-inference attack too, and among the trials tied on the forget aim
+            prefer the one whose score is closest to `mia.aim` (or, with aim None, to the
+            `retrained` model's score). Costs forward passes over its sets per accepted
+            trial. Without it the choice ignores the MIA.
         unpack: maps an evaluation batch to (inputs, labels).
         backend: passed to `ssd_fast.dampen`.
 
@@ -318,6 +361,8 @@ def tune(
         if unseen_eval is not None
         else None
     )
+    mia_scorer = None if mia is None else MiaScorer(mia, retain_set, device, eval_limit, unpack)
+    mia_aim = None if mia_scorer is None else mia_scorer.resolve_aim(retrained)
     target = resolve_target(
         model,
         forget_set,
@@ -345,7 +390,7 @@ def tune(
                 else _candidate_alphas(alphas, False, None, None, stage.importance_pairs())
             )
             search = _Search(
-                model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer
+                model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer, mia_scorer
             )
             try:
                 _run_search(search, stage_alphas, lams, refine_steps, max_trials)
@@ -359,7 +404,7 @@ def tune(
         dampener.restore()  # whatever happened, the model is the original again here
     seconds = time.perf_counter() - start_time
 
-    choice, satisfied = _choose(trials, target, tolerance)
+    choice, satisfied = _choose(trials, target, tolerance, mia_aim)
     report = None
     if choice is not None:
         chosen = dampener if choice.first_layer is None else dampener.only_from(choice.first_layer)
@@ -386,6 +431,8 @@ def tune(
         report=report,
         first_layer=None if choice is None else choice.first_layer,
         timing=timing,
+        mia=None if choice is None else choice.mia,
+        mia_aim=mia_aim,
     )
 
 
