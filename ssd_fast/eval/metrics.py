@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._batches import eval_mode
+from ..tune._mia import entropy  # the attack's feature, shared with tune's MIA aim
 
 
 def _batches(data: Dataset | Iterable, batch_size: int, device: torch.device) -> Iterable:
@@ -57,11 +58,6 @@ def accuracy(model: nn.Module, data: Dataset | Iterable, *, batch_size: int = 51
     return (logits.argmax(1) == targets).float().mean().item()
 
 
-def entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) per row, in nats; 0 * log 0 counts as 0."""
-    log_p = torch.log_softmax(logits.double(), dim=1)
-    p = log_p.exp()
-    return -(torch.where(p > 0, p * log_p, torch.zeros_like(p))).sum(1)
 
 
 def mia_from_entropies(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray) -> float:
