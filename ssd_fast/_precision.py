@@ -1,0 +1,99 @@
+"""The arithmetic of an importance pass: `importance(..., precision=...)`.
+
+- "exact" (default): fp32 everywhere. Autocast is off, and the device's fp32 matmuls and
+  convolutions are told to be IEEE fp32 for the pass, so that neither an ambient
+  `torch.autocast` nor a global TF32 setting (PyTorch lets cuDNN convolutions use TF32
+  by default) loosens the result: it stays within float rounding of the fp64
+  batch-size-1 loop.
+- "tf32": on CUDA, cuBLAS matmuls and cuDNN convolutions may use TF32 tensor cores
+  (10-bit mantissa inputs, fp32 accumulation). A CPU has no TF32 arithmetic here, so on
+  the CPU "tf32" runs exactly as "exact" does, and the result records "exact".
+- "bf16": the forward and backward passes run under `torch.autocast(device, bfloat16)`.
+  Activations and output gradients are bf16; the importance sums stay fp32, and each
+  sample's gradient is still formed from that sample alone (the per-sample rules read
+  the bf16 tensors and accumulate in fp32).
+Every global flag touched is restored afterwards, also when the pass raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+PRECISIONS = ("exact", "tf32", "bf16")
+
+
+def check_precision(precision: object) -> str:
+    """`precision`, or a ValueError naming the allowed values."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
+
+
+def effective_precision(precision: str, device_type: str) -> str:
+    """What a pass on `device_type` really computes with: "tf32" is "exact" off CUDA."""
+    check_precision(precision)
+    return "exact" if precision == "tf32" and device_type != "cuda" else precision
+
+
+# (module, attribute) pairs of torch's per-backend fp32 precision switches (torch >= 2.9).
+def _fp32_switches(device_type: str) -> list[tuple[object, str]]:
+    backends = torch.backends
+    if device_type == "cuda":
+        pairs = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")]
+    elif device_type == "cpu":
+        pairs = [(backends.mkldnn.matmul, "fp32_precision"), (backends.mkldnn.conv, "fp32_precision")]
+    else:
+        return []
+    return [(m, a) for m, a in pairs if _has(m, a)]
+
+
+def _has(module: object, attr: str) -> bool:
+    try:
+        return isinstance(getattr(module, attr), str)
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _legacy_cuda_switches() -> list[tuple[object, str]]:
+    """torch < 2.9: the allow_tf32 booleans."""
+    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
+
+
+@contextlib.contextmanager
+def _switched(pairs: list[tuple[object, str]], value: object) -> Iterator[None]:
+    saved = [getattr(m, a) for m, a in pairs]
+    try:
+        for m, a in pairs:
+            setattr(m, a, value)
+        yield
+    finally:
+        for (m, a), old in zip(pairs, saved):
+            setattr(m, a, old)
+
+
+def _fp32_mode(device_type: str, allow_tf32: bool) -> contextlib.AbstractContextManager:
+    """IEEE fp32 (or TF32, on CUDA, when allowed) for the device's matmuls and convolutions."""
+    pairs = _fp32_switches(device_type)
+    if pairs:
+        return _switched(pairs, "tf32" if allow_tf32 else "ieee")
+    if device_type == "cuda":
+        return _switched(_legacy_cuda_switches(), allow_tf32)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str, device_type: str) -> Iterator[None]:
+    """Run the block with the arithmetic `precision` asks for on `device_type`.
+
+    The forward and the backward pass of the importance pass both run inside it.
+    """
+    effective = effective_precision(precision, device_type)
+    if effective == "bf16":
+        with torch.autocast(device_type, dtype=torch.bfloat16):
+            yield
+        return
+    with torch.autocast(device_type, enabled=False), _fp32_mode(device_type, allow_tf32=effective == "tf32"):
+        yield
