@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 import ssd_fast
-from ssd_fast import reference
+from ssd_fast import _ops, reference
 
 from .support import loop_oracle, per_sample
 
@@ -127,3 +127,18 @@ def test_bf16_per_sample_mixes_no_samples(name, batch_size):
     alone = per_sample(model, x, y, batch_size=1, precision="bf16")
     together = per_sample(model, x, y, batch_size=batch_size, precision="bf16")
     assert rel_err(together, alone) <= 1e-5
+
+
+@pytest.mark.skipif(not _ops.has_per_sample_kernel("cpu"), reason=f"extension not built: {_ops.LOAD_ERROR}")
+@pytest.mark.parametrize("name, op", [("cnn", "per_sample_sq_conv2d_"), ("tokens", "per_sample_sq_tokens_")])
+def test_bf16_gradients_reach_the_fused_ops_as_bf16(name, op, monkeypatch):
+    """The fused ops read the bf16 output gradients themselves (upcast in their layout pass)."""
+    model, x, y = _case(name)
+    seen = []
+    real = getattr(_ops, op)
+    monkeypatch.setattr(_ops, op, lambda out, dy, *rest: seen.append(dy.dtype) or real(out, dy, *rest))
+    per_sample(model, x, y, precision="bf16")
+    assert seen and set(seen) == {torch.bfloat16}
+    seen.clear()
+    per_sample(model, x, y, precision="exact")
+    assert seen and set(seen) == {torch.float32}
