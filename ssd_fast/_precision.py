@@ -5,7 +5,7 @@
   `torch.autocast` nor a global TF32 setting (PyTorch lets cuDNN convolutions use TF32
   by default) loosens the result: it stays within float rounding of the fp64
   batch-size-1 loop.
-- "tf32": on CUDA, cuBLAS matmuls and cuDNN convolutions may use TF32 tensor cores
+- "tf32": on CUDA, cuBLAS matmuls and cuDNN convolutions and RNNs may use TF32 tensor cores
   (10-bit mantissa inputs, fp32 accumulation). A CPU has no TF32 arithmetic here, so on
   the CPU "tf32" runs exactly as "exact" does, and the result records "exact".
 - "bf16": the forward and backward passes run under `torch.autocast(device, bfloat16)`.
@@ -38,16 +38,31 @@ def effective_precision(precision: str, device_type: str) -> str:
     return "exact" if precision == "tf32" and device_type != "cuda" else precision
 
 
-# (module, attribute) pairs of torch's per-backend fp32 precision switches (torch >= 2.9).
+# torch's per-backend fp32 precision switches (torch >= 2.9), under torch.backends.
+_SWITCHES = {
+    "cuda": ("cuda.matmul", "cudnn.conv", "cudnn.rnn"),
+    "cpu": ("mkldnn.matmul", "mkldnn.conv", "mkldnn.rnn"),
+}
+
+
 def _fp32_switches(device_type: str) -> list[tuple[object, str]]:
-    backends = torch.backends
-    if device_type == "cuda":
-        pairs = [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision")]
-    elif device_type == "cpu":
-        pairs = [(backends.mkldnn.matmul, "fp32_precision"), (backends.mkldnn.conv, "fp32_precision")]
-    else:
-        return []
-    return [(m, a) for m, a in pairs if _has(m, a)]
+    """(module, "fp32_precision") for each switch of `device_type` this torch has."""
+    pairs = []
+    for path in _SWITCHES.get(device_type, ()):
+        module = _resolve(path)
+        if module is not None and _has(module, "fp32_precision"):
+            pairs.append((module, "fp32_precision"))
+    return pairs
+
+
+def _resolve(path: str) -> object | None:
+    module: object = torch.backends
+    for part in path.split("."):
+        try:
+            module = getattr(module, part)
+        except (AttributeError, RuntimeError):
+            return None
+    return module
 
 
 def _has(module: object, attr: str) -> bool:
