@@ -4,7 +4,8 @@
   convolutions are told to be IEEE fp32 for the pass, so that neither an ambient
   `torch.autocast` nor a global TF32 setting (PyTorch lets cuDNN convolutions use TF32
   by default) loosens the result: it stays within float rounding of the fp64
-  batch-size-1 loop.
+  batch-size-1 loop (an isolated entry can differ more where a pre-activation within
+  rounding of 0 takes the other sign, so a ReLU passes the other gradient; see README).
 - "tf32": on CUDA, cuBLAS matmuls and cuDNN convolutions and RNNs may use TF32 tensor cores
   (10-bit mantissa inputs, fp32 accumulation). A CPU has no TF32 arithmetic here, so on
   the CPU "tf32" runs exactly as "exact" does, and the result records "exact".
