@@ -19,6 +19,7 @@ Every global flag touched is restored afterwards, also when the pass raises.
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -73,11 +74,6 @@ def _has(module: object, attr: str) -> bool:
         return False
 
 
-def _legacy_cuda_switches() -> list[tuple[object, str]]:
-    """torch < 2.9: the allow_tf32 booleans."""
-    return [(torch.backends.cuda.matmul, "allow_tf32"), (torch.backends.cudnn, "allow_tf32")]
-
-
 @contextlib.contextmanager
 def _switched(pairs: list[tuple[object, str]], value: object) -> Iterator[None]:
     saved = [getattr(m, a) for m, a in pairs]
@@ -90,14 +86,54 @@ def _switched(pairs: list[tuple[object, str]], value: object) -> Iterator[None]:
             setattr(m, a, old)
 
 
+def _read(getter, default):
+    """A legacy flag's value, or `default` where torch refuses to read it (see `_cuda_tf32`)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return getter()
+    except RuntimeError:
+        return default
+
+
+def _set_legacy(matmul_precision: str, cudnn_tf32: bool) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the legacy setters are deprecated from torch 2.9 on
+        torch.set_float32_matmul_precision(matmul_precision)
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+
+
+@contextlib.contextmanager
+def _cuda_tf32(allow: bool) -> Iterator[None]:
+    """cuBLAS and cuDNN TF32 on or off for the block, through torch's legacy setters.
+
+    Why not the per-op `fp32_precision` switches, as on the CPU: torch keeps a legacy flag
+    beside each of them and raises at the next cuBLAS matmul or cuDNN call when the two
+    disagree ("a mix of the legacy and new APIs"). Setting only the new switch makes them
+    disagree with torch's defaults (the legacy cuDNN flag is True). Each legacy setter
+    writes both, so the state stays consistent. Afterwards the legacy flags and then every
+    new switch are put back as they were, which restores the caller's state exactly. A
+    caller whose flags already disagree cannot have them read: torch's defaults stand in.
+    """
+    new_switches = _fp32_switches("cuda") + _fp32_switches("cpu")  # the matmul setter writes both
+    saved_new = [getattr(m, a) for m, a in new_switches]
+    saved_matmul = _read(torch.get_float32_matmul_precision, "highest")
+    saved_cudnn = _read(lambda: torch.backends.cudnn.allow_tf32, True)
+    _set_legacy("high" if allow else "highest", allow)
+    try:
+        yield
+    finally:
+        _set_legacy(saved_matmul, saved_cudnn)
+        for (m, a), old in zip(new_switches, saved_new):
+            setattr(m, a, old)
+
+
 def _fp32_mode(device_type: str, allow_tf32: bool) -> contextlib.AbstractContextManager:
     """IEEE fp32 (or TF32, on CUDA, when allowed) for the device's matmuls and convolutions."""
-    pairs = _fp32_switches(device_type)
-    if pairs:
-        return _switched(pairs, "tf32" if allow_tf32 else "ieee")
     if device_type == "cuda":
-        return _switched(_legacy_cuda_switches(), allow_tf32)
-    return contextlib.nullcontext()
+        return _cuda_tf32(allow_tf32)
+    pairs = _fp32_switches(device_type)
+    return _switched(pairs, "ieee") if pairs else contextlib.nullcontext()
 
 
 @contextlib.contextmanager

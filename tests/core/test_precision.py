@@ -65,19 +65,47 @@ def test_flags_are_restored_when_the_pass_fails(tiny_model, precision):
     assert seen[0]["autocast_cpu"] == (precision == "bf16")  # the scope was really in force
 
 
-@pytest.mark.parametrize("device", ["cpu", "cuda"])
 @pytest.mark.parametrize("precision", ["exact", "tf32"])
-def test_fp32_switches_inside_the_scope(device, precision):
-    """The switches need no GPU to set, so the CUDA ones are checked here too."""
-    pairs = _precision._fp32_switches(device)
+def test_cpu_fp32_switches_inside_the_scope(precision):
+    pairs = _precision._fp32_switches("cpu")
     if not pairs:
         pytest.skip("this torch has no per-backend fp32_precision switches")
     before = [getattr(m, a) for m, a in pairs]
-    want = "tf32" if precision == "tf32" and device == "cuda" else "ieee"
-    with pytest.raises(KeyError), _precision.precision_scope(precision, device):
-        assert [getattr(m, a) for m, a in pairs] == [want] * len(pairs)
+    with pytest.raises(KeyError), _precision.precision_scope(precision, "cpu"):
+        assert [getattr(m, a) for m, a in pairs] == ["ieee"] * len(pairs)  # no TF32 on a CPU
         raise KeyError("fails inside")
     assert [getattr(m, a) for m, a in pairs] == before
+
+
+def _legacy_tf32() -> tuple[bool, bool]:
+    """torch's legacy cuBLAS and cuDNN TF32 flags. Reading them runs torch's own consistency
+    checks, which raise when the legacy and per-op flags disagree, as a cuBLAS matmul or a
+    cuDNN call on a GPU would."""
+    return torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+
+
+@pytest.fixture
+def caller_flags(request):
+    """The caller's own TF32 settings before the pass; torch's defaults are put back after."""
+    matmul, cudnn = request.param
+    _precision._set_legacy(matmul, cudnn)
+    yield request.param
+    _precision._set_legacy("highest", True)
+
+
+@pytest.mark.parametrize(
+    "caller_flags", [("highest", True), ("high", True), ("medium", False), ("highest", False)], indirect=True
+)
+@pytest.mark.parametrize("precision", ["exact", "tf32"])
+def test_cuda_tf32_flags_stay_consistent_and_are_restored(caller_flags, precision):
+    """Setting the flags needs no GPU, so the CUDA scope is checked here, CI included.
+    (Setting only the per-op switches, as an earlier version did, fails 6 of these 8.)"""
+    before = (_flags(), _legacy_tf32(), torch.get_float32_matmul_precision())
+    allow = precision == "tf32"
+    with pytest.raises(KeyError), _precision.precision_scope(precision, "cuda"):
+        assert _legacy_tf32() == (allow, allow)  # and no "mix of the legacy and new APIs" error
+        raise KeyError("fails inside")
+    assert (_flags(), _legacy_tf32(), torch.get_float32_matmul_precision()) == before
 
 
 def test_exact_ignores_an_ambient_autocast(tiny_model):
@@ -127,4 +155,3 @@ def test_merge_refuses_mixed_precisions_and_update_keeps_the_stored_one(tiny_mod
         bf16.update(tiny_model, tiny_batches(seed=2), precision="exact")
     more = bf16.update(tiny_model, tiny_batches(seed=2), progress=False)
     assert more.precision == "bf16" and more.n_samples == 2 * bf16.n_samples
-
