@@ -11,6 +11,12 @@ size, and peak extra memory. Methods:
 - per_sample_torch: the same, with every rule on its pure-PyTorch path (unfold + bmm);
 - vmap:       torch.func vmap(grad) over all parameters, squared and summed;
 - loop:       a batch-size-1 loop with autograd.grad and _foreach_addcmul_.
+Every method runs inside the precision scope importance(precision=...) uses, so each row
+is timed with the arithmetic it would have there: the plain names are "exact" (IEEE fp32:
+no autocast, no TF32, even where PyTorch's defaults would let cuDNN use TF32), and a
+suffix picks another: plain_bf16 / per_sample_bf16 (forward and backward under bf16
+autocast), plain_tf32 / per_sample_tf32 (TF32 tensor cores on CUDA; the same as exact
+on a CPU).
 On CUDA the fused ops are off by default until verified on a GPU; --fused-cuda turns them
 on for the per_sample rows (benchmarks/gpu_check.sh does).
 
@@ -21,6 +27,7 @@ and with the torch path, on the layer's own input and output gradient.
     python benchmarks/bench_per_sample.py                         # CPU defaults, a few minutes
     python benchmarks/bench_per_sample.py --models resnet18 --methods plain,per_sample,per_sample_torch,loop --layers
     python benchmarks/bench_per_sample.py --models resnet18 --batch 256 --device cuda --fused-cuda --json $OUT/ps.json
+    python benchmarks/bench_per_sample.py --models resnet18 --methods plain,per_sample,plain_bf16,per_sample_bf16
 It runs on CUDA when available (--device auto). Not part of CI.
 """
 
@@ -40,7 +47,18 @@ from torch import nn
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-METHODS = ("plain", "per_sample", "per_sample_torch", "vmap", "loop")
+PRECISIONS = {"_bf16": "bf16", "_tf32": "tf32"}  # method-name suffix -> importance(precision=...)
+METHODS = ("plain", "per_sample", "per_sample_torch", "vmap", "loop") + tuple(
+    f"{m}{suffix}" for m in ("plain", "per_sample") for suffix in PRECISIONS
+)
+
+
+def split_method(method: str) -> tuple[str, str]:
+    """("per_sample", "bf16") for "per_sample_bf16"; a name without a suffix is "exact"."""
+    for suffix, precision in PRECISIONS.items():
+        if method.endswith(suffix):
+            return method[: -len(suffix)], precision
+    return method, "exact"
 
 
 # ---- models ------------------------------------------------------------------------------
@@ -137,10 +155,11 @@ def _choose_path(args: argparse.Namespace) -> bool:
     from ssd_fast import _ops
     from ssd_fast.per_sample import _fused
 
-    _fused.enabled = args.method != "per_sample_torch"
+    base, _ = split_method(args.method)
+    _fused.enabled = base != "per_sample_torch"
     _fused.CUDA_VERIFIED = args.fused_cuda
     return (
-        args.method.startswith("per_sample")
+        base.startswith("per_sample")
         and _fused.use_fused(torch.zeros(1, device=args.device))
         and _ops.is_built()
     )
@@ -153,6 +172,8 @@ def _rss_bytes() -> int:
 
 def child(args: argparse.Namespace) -> dict:
     """One method on one model, in this process: time and peak extra memory."""
+    from ssd_fast._precision import effective_precision, precision_scope
+
     torch.manual_seed(0)
     device = torch.device(args.device)
     model, shape = build(args.model, args)
@@ -163,13 +184,14 @@ def child(args: argparse.Namespace) -> dict:
     y = torch.randint(0, 100, (batch,), device=device)
     sums = {n: torch.zeros_like(p) for n, p in params.items()}
     fused = _choose_path(args)
+    base, precision = split_method(args.method)
     fn = {
         "plain": lambda: run_plain(model, params, x, y),
         "per_sample": lambda: run_per_sample(model, params, x, y, sums),
         "per_sample_torch": lambda: run_per_sample(model, params, x, y, sums),
         "vmap": lambda: run_vmap(model, params, x, y, sums),
         "loop": lambda: run_loop(model, params, x, y, sums),
-    }[args.method]
+    }[base]
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         sync()
@@ -178,7 +200,7 @@ def child(args: argparse.Namespace) -> dict:
     else:
         base = _rss_bytes()
     times = []
-    with torch.enable_grad():
+    with torch.enable_grad(), precision_scope(precision, device.type):
         for _ in range(args.repeats + 1):  # the first run warms up and is not timed
             sync()
             t0 = time.perf_counter()
@@ -193,6 +215,7 @@ def child(args: argparse.Namespace) -> dict:
     return {
         "model": args.model,
         "method": args.method,
+        "precision": effective_precision(precision, device.type),
         "batch": batch,
         "device": str(device),
         "fused": fused,
@@ -375,7 +398,7 @@ def _row(r: dict, results: list[dict]) -> str:
     plain = next((q for q in results if q["model"] == r["model"] and q["method"] == "plain"), None)
     ratio = f"{r['seconds'] / plain['seconds']:.2f}x plain" if plain else ""
     return (
-        f"{r['model']:9s} {r['method']:10s} bs {r['batch']:4d} {r['device']:5s} {r['seconds'] * 1e3:9.1f} ms "
+        f"{r['model']:9s} {r['method']:15s} bs {r['batch']:4d} {r['device']:5s} {r['seconds'] * 1e3:9.1f} ms "
         f"{r['samples_per_s']:9.1f} samples/s {ratio:>12s}  peak extra {r['peak_extra_mb']:8.1f} MB"
     )
 
@@ -385,6 +408,10 @@ def _print_ratios(model: str, results: list[dict]) -> None:
     pairs = [
         ("per_sample", "plain"),
         ("per_sample_torch", "plain"),
+        ("per_sample_bf16", "plain_bf16"),
+        ("per_sample_bf16", "per_sample"),
+        ("plain_bf16", "plain"),
+        ("per_sample_tf32", "plain_tf32"),
         ("per_sample_torch", "per_sample"),
         ("loop", "per_sample"),
         ("vmap", "per_sample"),

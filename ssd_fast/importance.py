@@ -22,6 +22,7 @@ from ._checkpoint import ProbeRead
 from ._hf import task_of
 from ._loss import LossFn, check_loss_options, model_batch_loss
 from ._pairing import model_fingerprint
+from ._precision import check_precision, effective_precision, precision_scope
 from .importances import MODES, Importances, register_compute
 from .per_sample import PerClass, PerSampleAccumulator, Weighted
 
@@ -111,11 +112,18 @@ def _make_accumulator(
 
 
 def _check_arguments(
-    model: nn.Module, data: Iterable, mode: str, label_free: bool, loss_fn: LossFn | None, unpack: Unpack | None
+    model: nn.Module,
+    data: Iterable,
+    mode: str,
+    label_free: bool,
+    loss_fn: LossFn | None,
+    unpack: Unpack | None,
+    precision: str,
 ) -> None:
     _checks.module(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    check_precision(precision)
     _checks.flag(label_free, "label_free")
     check_loss_options(label_free, loss_fn)
     if unpack is not None and not callable(unpack):
@@ -133,6 +141,7 @@ def importance(
     unpack: Unpack | None = None,
     device: torch.device | str | None = None,
     progress: bool = True,
+    precision: str = "exact",
 ) -> Importances:
     """Estimate each parameter's importance (diagonal Fisher) on `data`.
 
@@ -164,13 +173,20 @@ def importance(
             classes; `PerClass()` gives the true Fisher of the model's own predictions).
         device: where to compute; defaults to the device of the model's parameters.
         progress: show a tqdm progress bar.
+        precision: the arithmetic of the forward and backward passes (see
+            ssd_fast._precision). "exact" (default): fp32, with autocast and TF32 off for
+            the pass, within float rounding of an fp64 batch-size-1 loop. "tf32": on CUDA,
+            matmuls and convolutions may use TF32 tensor cores (on the CPU it is "exact").
+            "bf16": both passes under `torch.autocast(device, torch.bfloat16)`; the sums
+            stay fp32. The README lists the measured error of each. Global flags are
+            restored afterwards.
 
     Returns:
         Importances with one fp32 tensor per named parameter (zeros for frozen ones),
-        on the parameters' devices, with the mode, sample and batch counts, batch size
-        and model fingerprint recorded.
+        on the parameters' devices, with the mode, sample and batch counts, batch size,
+        precision actually used and model fingerprint recorded.
     """
-    _check_arguments(model, data, mode, label_free, loss_fn, unpack)
+    _check_arguments(model, data, mode, label_free, loss_fn, unpack, precision)
     # Keyed by the wrapped module's names; run on it directly, so DDP's gradient all-reduce never runs.
     model = distributed.unwrap(model)
     device = torch.device(device) if device is not None else model_device(model)
@@ -185,7 +201,7 @@ def importance(
     n_samples = n_batches = 0
     batch_size = None
     try:
-        with eval_mode(model), torch.enable_grad():
+        with eval_mode(model), torch.enable_grad(), precision_scope(precision, device.type):
             for batch in with_progress(data, progress and distributed.is_main(), desc=f"importance ({mode})"):
                 inputs, targets = unpack_batch(batch, unpack, label_free=label_free)
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
@@ -219,6 +235,7 @@ def importance(
         n_samples=n_samples,
         n_batches=n_batches,
         batch_size=batch_size,
+        precision=effective_precision(precision, device.type),
         fingerprint=model_fingerprint(model),
         checkpoint_probe=probe.values(),
     )

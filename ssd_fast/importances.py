@@ -1,7 +1,9 @@
 """`Importances`: a validated, read-only map from parameter name to an fp32 importance tensor.
 
 It carries what is needed to use it correctly later: how it was computed (mode,
-label-free or not, the batch size, which batch-mode results depend on), how much data
+label-free or not, the batch size, which batch-mode results depend on, and the
+arithmetic precision; files written before precision was recorded load as "exact",
+the only arithmetic there was), how much data
 went in, and a fingerprint of the model it was computed for. It is validated once, at
 construction, so that `dampen` can trust it; files are safetensors, so loading one
 executes no code.
@@ -19,6 +21,7 @@ from torch import nn
 
 from . import _checks, distributed
 from ._pairing import model_fingerprint, pair_with_model
+from ._precision import check_precision
 
 MODES = ("batch", "per_sample")
 
@@ -90,7 +93,7 @@ def _check_mergeable(parts: tuple[Importances, ...]) -> None:
     for i, part in enumerate(parts[1:], start=1):
         if not isinstance(part, Importances):
             raise TypeError(f"merge takes Importances, argument {i} is a {type(part).__name__}")
-        for key in ("mode", "label_free"):
+        for key in ("mode", "label_free", "precision"):
             if getattr(part, key) != getattr(first, key):
                 raise ValueError(
                     f"cannot merge importances with different {key}: {getattr(first, key)!r} vs {getattr(part, key)!r}"
@@ -136,6 +139,7 @@ class Importances(Mapping[str, torch.Tensor]):
         "n_samples",
         "n_batches",
         "batch_size",
+        "precision",
         "fingerprint",
         "checkpoint_probe",
     )
@@ -151,9 +155,11 @@ class Importances(Mapping[str, torch.Tensor]):
         batch_size: int | None = None,
         fingerprint: str | None = None,
         checkpoint_probe: Mapping[str, list[float]] | None = None,
+        precision: str = "exact",
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        check_precision(precision)
         _checks.flag(label_free, "label_free")
         if fingerprint is not None and not isinstance(fingerprint, str):
             raise TypeError(f"fingerprint must be a str or None, got {fingerprint!r}")
@@ -163,6 +169,7 @@ class Importances(Mapping[str, torch.Tensor]):
         self.n_samples = _checks.count(n_samples, "n_samples")
         self.n_batches = _checks.count(n_batches, "n_batches")
         self.batch_size = _checks.count(batch_size, "batch_size")
+        self.precision = precision  # the arithmetic importance() used: "exact", "tf32" or "bf16"
         self.fingerprint = fingerprint
         # A few parameter values of the checkpoint these were computed on (see _checkpoint.py).
         self.checkpoint_probe = _check_probe(checkpoint_probe)
@@ -181,7 +188,16 @@ class Importances(Mapping[str, torch.Tensor]):
         return len(self._tensors)
 
     def metadata(self) -> dict[str, Any]:
-        keys = ("mode", "label_free", "n_samples", "n_batches", "batch_size", "fingerprint", "checkpoint_probe")
+        keys = (
+            "mode",
+            "label_free",
+            "n_samples",
+            "n_batches",
+            "batch_size",
+            "precision",
+            "fingerprint",
+            "checkpoint_probe",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def __repr__(self) -> str:
@@ -209,7 +225,7 @@ class Importances(Mapping[str, torch.Tensor]):
         `importance()` call over all the data (the batches one after the other) gives:
         batch mode weights by `n_batches`, per_sample mode by `n_samples`. Returns a new
         object; raises ValueError when the parts were computed differently (mode,
-        objective, batch size, model) or lack the counts needed to weight them.
+        objective, precision, batch size, model) or lack the counts needed to weight them.
         """
         parts = (self, *others)
         _check_mergeable(parts)
@@ -232,17 +248,17 @@ class Importances(Mapping[str, torch.Tensor]):
 
         `model` must be the model these importances belong to (checked by fingerprint).
         Extra keyword arguments go to `ssd_fast.importance` (unpack, loss_fn, device,
-        progress); mode and label_free are taken from these importances.
+        progress); mode, label_free and precision are taken from these importances.
         """
         if _compute is None:
             raise RuntimeError("Importances.update needs ssd_fast.importance: import ssd_fast first")
-        for key in ("mode", "label_free"):
+        for key in ("mode", "label_free", "precision"):
             if key in kwargs:
                 raise TypeError(f"update() takes {key} from the stored importances; do not pass {key}=")
         _checks.module(model)
         if not self.matches_fingerprint(model):
             raise ValueError("these importances were computed for a different model (fingerprint mismatch)")
-        extra = _compute(model, data, mode=self.mode, label_free=self.label_free, **kwargs)
+        extra = _compute(model, data, mode=self.mode, label_free=self.label_free, precision=self.precision, **kwargs)
         return self.merge(extra)
 
     def save(self, path: str | os.PathLike) -> None:

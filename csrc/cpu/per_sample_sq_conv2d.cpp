@@ -125,9 +125,10 @@ void per_sample_sq_conv2d_cpu(const at::Tensor& out, const at::Tensor& dy, const
   const Conv2dGeometry geo = check_per_sample_sq_conv2d_args(out, dy, x, stride, padding, dilation, groups, scale);
   const int64_t batch = x.size(0), length = geo.out_h * geo.out_w;
   // One pass over each input puts it in the layout the tiles read: x as contiguous fp32
-  // (usually already so), dy as fp32 [B, L, O], so that its tiles are read in place.
-  const at::Tensor xc = x.to(at::kFloat).contiguous();
-  const at::Tensor d = dy.to(at::kFloat).reshape({batch, dy.size(1), length}).transpose(1, 2).contiguous();
+  // (usually already so), dy as fp32 [B, L, O], so that its tiles are read in place; bf16
+  // or fp16 (autocast) is upcast in that same pass.
+  const at::Tensor xc = cpu::contiguous_float(x);
+  const at::Tensor d = cpu::contiguous_float(dy.reshape({batch, dy.size(1), length}).transpose(1, 2));
   const cpu::SqProblem problem{batch, groups, out.size(0) / groups, geo.c_per_group * geo.kh * geo.kw, length,
                                static_cast<float>(scale), absolute, d.const_data_ptr<float>(), out.data_ptr<float>()};
   TORCH_CHECK(geo.height * geo.width <= std::numeric_limits<int32_t>::max(),

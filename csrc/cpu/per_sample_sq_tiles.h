@@ -15,6 +15,7 @@
 
 #include <ATen/Parallel.h>
 #include <ATen/native/CPUBlas.h>
+#include <ATen/ops/empty.h>
 #include <ATen/ops/from_blob.h>
 #include <ATen/ops/mm.h>
 
@@ -32,6 +33,16 @@ struct SqProblem {
   const float* dy;  // [batch, length, groups * o_per_group], contiguous fp32
   float* out;       // [groups * o_per_group, k_per_group], contiguous fp32
 };
+
+// t as a contiguous fp32 tensor, in one pass: a bf16 or fp16 input (autocast) is upcast,
+// exactly, while it is laid out. (Tensor::to with MemoryFormat::Contiguous would not do:
+// it returns a transposed 3-d view unchanged.)
+inline at::Tensor contiguous_float(const at::Tensor& t) {
+  if (t.scalar_type() == at::kFloat) return t.contiguous();
+  at::Tensor out = at::empty(t.sizes(), t.options().dtype(at::kFloat));
+  out.copy_(t);
+  return out;
+}
 
 struct SqTiles {
   int64_t to, tk, tl;

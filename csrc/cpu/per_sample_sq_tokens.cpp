@@ -14,9 +14,9 @@ void per_sample_sq_tokens_cpu(const at::Tensor& out, const at::Tensor& dy, const
                               bool absolute) {
   check_per_sample_sq_tokens_args(out, dy, x, scale);
   // One pass over each input puts it in the layout the tiles read in place: dy as fp32
-  // [B, T, O] (usually already so), x as fp32 [B, K, T].
-  const at::Tensor d = dy.to(at::kFloat).contiguous();
-  const at::Tensor xt = x.to(at::kFloat).transpose(1, 2).contiguous();
+  // [B, T, O] (usually already so), x as fp32 [B, K, T]; bf16 or fp16 is upcast in that pass.
+  const at::Tensor d = cpu::contiguous_float(dy);
+  const at::Tensor xt = cpu::contiguous_float(x.transpose(1, 2));
   const int64_t tokens = x.size(1), k_all = x.size(2);
   const cpu::SqProblem problem{x.size(0), 1, dy.size(2), k_all, tokens, static_cast<float>(scale), absolute,
                                d.const_data_ptr<float>(), out.data_ptr<float>()};

@@ -21,9 +21,8 @@ from .._fused import use_fused
 def linear_rule(
     module: nn.Linear, x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int
 ) -> None:
-    x, dy = x.float(), dy.float()
     if x.dim() == 2:
-        _rows(x, dy, out, absolute=absolute)
+        _rows(x.float(), dy.float(), out, absolute=absolute)
     else:
         n = x.shape[0]
         _tokens(x.reshape(n, -1, x.shape[-1]), dy.reshape(n, -1, dy.shape[-1]), out, absolute=absolute, budget=budget)
@@ -40,14 +39,18 @@ def _rows(x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, ab
 
 
 def _tokens(x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, absolute: bool, budget: int) -> None:
-    """x [B, T, in], dy [B, T, out]: per-sample dY_i^T X_i, chunked over samples."""
+    """x [B, T, in], dy [B, T, out]: per-sample dY_i^T X_i, chunked over samples.
+
+    The fused op reads x and dy in their own dtype (bf16 under autocast) and accumulates
+    in fp32; the torch path works on fp32 copies."""
     if "bias" in out:
-        add_power_sum_(out["bias"], dy.sum(1), absolute=absolute)
+        add_power_sum_(out["bias"], dy.float().sum(1), absolute=absolute)
     if "weight" not in out:
         return
     if use_fused(out["weight"]):
         _ops.per_sample_sq_tokens_(out["weight"], dy, x, 1.0, absolute)
         return
+    x, dy = x.float(), dy.float()
     n, _, d_in = x.shape
     d_out = dy.shape[-1]
     size = chunk_size(d_out * d_in, n, budget=budget, activations=x.numel() + dy.numel())
