@@ -40,9 +40,12 @@ step "kernel benchmarks"
 timeout 150 $PY benchmarks/kernel_bench.py --device cuda --repeats 50 --json "$OUT/kernels.json" 2>&1 | tee "$OUT/kernels.txt"
 
 step "per-sample benchmark: fused ops (CUDA kernels forced on: unverified until this script passes) vs torch path"
-timeout 120 $PY benchmarks/bench_per_sample.py --device cuda --fused-cuda --models resnet18,vit_s16 \
-  --methods plain,per_sample,per_sample_torch --batch 256 --vit-batch 32 --layers \
+timeout 150 $PY benchmarks/bench_per_sample.py --device cuda --fused-cuda --models resnet18,vit_s16 \
+  --methods plain,per_sample,per_sample_torch,plain_bf16,per_sample_bf16 --batch 256 --vit-batch 32 --layers \
   --json "$OUT/per_sample.json" 2>&1 | tail -60
+
+step "precision: exact / tf32 / bf16 importances against fp64"
+timeout 45 $PY benchmarks/precision_error.py --device cuda --json "$OUT/precision.json" 2>&1 | tail -8
 
 step "compute-sanitizer memcheck: the fused per-sample ops' CUDA tests"
 SANITIZER=$(command -v compute-sanitizer || echo "$CUDA_HOME/bin/compute-sanitizer")
