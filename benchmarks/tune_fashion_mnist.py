@@ -174,6 +174,47 @@ def print_table(rows: list[dict]) -> None:
     )
 
 
+def _reached_aim(cell: dict, tolerance: float = 0.01) -> bool:
+    """tune met its target within `tolerance` of the aim (0 for a class), on held-out data only."""
+    return cell["satisfied"] and cell["eval_forget"] <= tolerance
+
+
+def _preferred(loss: dict, label_free: dict) -> tuple[str, dict]:
+    """The recipe for a class that resists: tune on the loss's importances; only when that
+    falls short of the aim, tune again on LFSSD importances and keep the better result by
+    tune's own rule (target met, then nearer the aim, then retain), judged on held-out data."""
+    if _reached_aim(loss):
+        return "loss", loss
+    key = {
+        name: (c["satisfied"], -c["eval_forget"], c["eval_retain"]) for name, c in (("loss", loss), ("lf", label_free))
+    }
+    name = max(key, key=key.get)
+    return name, loss if name == "loss" else label_free
+
+
+def combine(loss_path: str, label_free_path: str) -> None:
+    """Apply `_preferred` per class to a loss run and a --label-free run on the same model."""
+    with open(loss_path) as fh:
+        loss_rows = {r["class"]: r for r in json.load(fh)}
+    with open(label_free_path) as fh:
+        lf_rows = {r["class"]: r for r in json.load(fh)}
+    ok = 0
+    print("| class | orig retain | loss: test forget / retain, ok | LFSSD: same | used | result ok |")
+    print("|---|---|---|---|---|---|")
+    for cls in sorted(loss_rows.keys() & lf_rows.keys()):
+        lo, lf = loss_rows[cls]["tune"], lf_rows[cls]["tune"]
+        used, cell = _preferred(lo, lf)
+        ok += cell["ok"]
+        cells = [f"{100 * c['forget']:.1f} / {100 * c['retain']:.1f} {'ok' if c['ok'] else 'no'}" for c in (lo, lf)]
+        print(
+            f"| {cls} {loss_rows[cls]['name']} | {100 * loss_rows[cls]['original_retain']:.1f} | {cells[0]} | "
+            f"{cells[1] if used == 'lf' else '(not needed: ' + cells[1] + ')'} | {used} | {'ok' if cell['ok'] else 'no'} |"
+        )
+    print(
+        f"loss, then LFSSD where the loss falls short of the aim: {ok}/{len(loss_rows.keys() & lf_rows.keys())} classes"
+    )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--classes", type=int, nargs="*", default=list(range(10)))
@@ -196,7 +237,17 @@ def main() -> None:
     )
     p.add_argument("--cache", default="/tmp/ssd_fast_fmnist_cnn")
     p.add_argument("--json", default=None)
+    p.add_argument(
+        "--combine",
+        nargs=2,
+        metavar=("LOSS_JSON", "LFSSD_JSON"),
+        help="no run: per class, keep the loss run's tune result, or the --label-free run's where the loss "
+        "fell short of the aim on held-out data (both runs on the same cached model)",
+    )
     args = p.parse_args()
+    if args.combine:
+        combine(*args.combine)
+        return
 
     data, held_out = split_validation(load_fashion_mnist(), args.holdout, seed=args.seed)
     eval_pool = held_out if args.holdout else TensorDataset(data.train_x, data.train_y)
