@@ -412,7 +412,13 @@ def tune(
     if not satisfied:
         warnings.warn(
             "ssd_fast.tune: no trial met both the forget target and the retain constraint; "
-            + ("the model is left unchanged" if choice is None else "the model is dampened with the best effort"),
+            + ("the model is left unchanged" if choice is None else "the model is dampened with the best effort")
+            + (
+                ". Importances of the loss are near zero where the model is confidently right; "
+                "label-free ones (ssd_fast.importance(..., label_free=True), for both sets) may reach the target"
+                if not getattr(forget_imp, "label_free", False)
+                else ""
+            ),
             RuntimeWarning,
             stacklevel=2,
         )
