@@ -24,6 +24,17 @@ from ._pairing import model_fingerprint, pair_with_model
 from ._precision import check_precision
 
 MODES = ("batch", "per_sample")
+# What an Importances records beside its tensors (its metadata(), and the saved file's header).
+METADATA = (
+    "mode",
+    "label_free",
+    "n_samples",
+    "n_batches",
+    "batch_size",
+    "precision",
+    "fingerprint",
+    "checkpoint_probe",
+)
 
 # `ssd_fast.importance`, for `Importances.update`. importance.py builds Importances, so it
 # imports this module; it registers itself here (register_compute) instead of this module
@@ -132,17 +143,7 @@ class Importances(Mapping[str, torch.Tensor]):
     Values are fp32 and must not be modified in place.
     """
 
-    __slots__ = (
-        "_tensors",
-        "mode",
-        "label_free",
-        "n_samples",
-        "n_batches",
-        "batch_size",
-        "precision",
-        "fingerprint",
-        "checkpoint_probe",
-    )
+    __slots__ = ("_tensors", *METADATA)
 
     def __init__(
         self,
@@ -188,17 +189,8 @@ class Importances(Mapping[str, torch.Tensor]):
         return len(self._tensors)
 
     def metadata(self) -> dict[str, Any]:
-        keys = (
-            "mode",
-            "label_free",
-            "n_samples",
-            "n_batches",
-            "batch_size",
-            "precision",
-            "fingerprint",
-            "checkpoint_probe",
-        )
-        return {k: getattr(self, k) for k in keys}
+        """Everything but the tensors: the keyword arguments that rebuild these importances."""
+        return {k: getattr(self, k) for k in METADATA}
 
     def __repr__(self) -> str:
         numel = sum(t.numel() for t in self._tensors.values())

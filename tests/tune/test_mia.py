@@ -16,10 +16,10 @@ from ssd_fast.tune._mia import entropy, fit_attack, member_rate
 from ssd_fast.tune._search import Trial, _choose
 from ssd_fast.tune._target import ForgetTarget
 
+from .support import CLASSES, blobs, fit
+
 sklearn_linear = pytest.importorskip("sklearn.linear_model")
 metrics = pytest.importorskip("ssd_fast.eval.metrics")
-
-CLASSES = 4
 
 
 def _entropies(n: int, loc: float, spread: float, seed: int) -> torch.Tensor:
@@ -82,21 +82,12 @@ def test_choice_prefers_the_mia_aim_only_among_trials_tied_on_the_forget_aim() -
 
 # ---- tune end to end, on a small model -------------------------------------------------------
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % CLASSES
-    centers = torch.randn(CLASSES, 12, generator=torch.Generator().manual_seed(99)) * 2
-    return centers[y] + 1.5 * torch.randn(n, 12, generator=g), y  # overlapping: the model overfits
+    return blobs(n, seed, noise=1.5)  # overlapping: the model overfits
 
 
 def _train(x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, CLASSES))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    return fit(nn.Sequential(nn.Linear(12, 32), nn.ReLU(), nn.Linear(32, CLASSES)), x, y)
 
 
 def _loader(x, y) -> DataLoader:

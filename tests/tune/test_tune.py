@@ -18,30 +18,21 @@ from ssd_fast.tune._layer_starts import dampen_only_from
 from ssd_fast.tune._search import Trial, _choose, tune
 from ssd_fast.tune._target import ForgetTarget
 
+from .support import CLASSES, blobs, fit
+
 # The module, not the function: ssd_fast/__init__ may export `tune`, which shadows the attribute.
 tune_module = importlib.import_module("ssd_fast.tune._search")
 
-CLASSES = 4
-
 
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % CLASSES
-    centers = torch.randn(CLASSES, 12, generator=torch.Generator().manual_seed(99)) * 2
-    return centers[y] + torch.randn(n, 12, generator=g), y
+    return blobs(n, seed)
 
 
 @pytest.fixture(scope="module")
 def trained() -> nn.Module:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, CLASSES))
-    x, y = _data(400, 1)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    return model.eval()
+    return fit(model, *_data(400, 1))
 
 
 def _copy(model: nn.Module) -> nn.Module:
