@@ -158,11 +158,7 @@ def _choose_path(args: argparse.Namespace) -> bool:
     base, _ = split_method(args.method)
     _fused.enabled = base != "per_sample_torch"
     _fused.CUDA_VERIFIED = args.fused_cuda
-    return (
-        base.startswith("per_sample")
-        and _fused.use_fused(torch.zeros(1, device=args.device))
-        and _ops.is_built()
-    )
+    return base.startswith("per_sample") and _fused.use_fused(torch.zeros(1, device=args.device)) and _ops.is_built()
 
 
 def _rss_bytes() -> int:

@@ -239,7 +239,10 @@ def dry_run(args: argparse.Namespace) -> list[dict]:
         total += cost if fits else 0.0
         rows.append({**unit, "predicted": cost, "fits": fits})
         variant = f" ({unit['variant']})" if unit["variant"] else ""
-        print(f"seed {unit['seed']} {unit['scenario']}{variant}: ~{cost:.0f} s, " + (f"total ~{total:.0f} s" if fits else "SKIPPED"))
+        print(
+            f"seed {unit['seed']} {unit['scenario']}{variant}: ~{cost:.0f} s, "
+            + (f"total ~{total:.0f} s" if fits else "SKIPPED")
+        )
     return rows
 
 
@@ -302,7 +305,9 @@ def _list(choices: tuple[str, ...]):
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--tiny", action="store_true", help="small CNN on tiny data (CPU smoke run; digits if no Fashion-MNIST)")
+    p.add_argument(
+        "--tiny", action="store_true", help="small CNN on tiny data (CPU smoke run; digits if no Fashion-MNIST)"
+    )
     p.add_argument("--out", default=os.environ.get("OUT", "runs/full_scale"), help="output folder (default: $OUT)")
     p.add_argument("--data-dir", default=None, help="folder with the four Fashion-MNIST .gz files")
     p.add_argument("--cache-dir", default=None, help="trained models and full importances (default: .cache/ssd_fast)")

@@ -117,7 +117,8 @@ def once_per_model(units: list[dict]) -> list[str]:
             full = ", ".join(f"{m} {s:.2f} s" for m, s in step["full_importance_seconds"].items())
             cached = " (model from cache: time measured when trained)" if step["train_cached"] else ""
             lines.append(
-                f"- {_unit_name(u)}: training {step['train_seconds']:.1f} s{cached}" + (f"; full importance {full}" if full else "")
+                f"- {_unit_name(u)}: training {step['train_seconds']:.1f} s{cached}"
+                + (f"; full importance {full}" if full else "")
             )
     return ["### Once per model (not in the per-request times)", "", *lines, ""] if lines else []
 

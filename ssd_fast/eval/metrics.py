@@ -58,8 +58,6 @@ def accuracy(model: nn.Module, data: Dataset | Iterable, *, batch_size: int = 51
     return (logits.argmax(1) == targets).float().mean().item()
 
 
-
-
 def mia_from_entropies(member: np.ndarray, nonmember: np.ndarray, target: np.ndarray) -> float:
     """Fit the attack on member/non-member entropies; the fraction of `target` called members."""
     from sklearn.linear_model import LogisticRegression

@@ -29,7 +29,9 @@ def _data(n: int = 40) -> TensorDataset:
 def test_unpinned_loader_yields_the_same_batches_as_before():
     ds = _data()
     got = list(make_loader(ds, 16, shuffle=True, seed=3))
-    want = list(torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    want = list(
+        torch.utils.data.DataLoader(ds, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3))
+    )
     assert len(got) == len(want) == 3
     assert all(torch.equal(a, b) for (xa, ya), (xb, yb) in zip(got, want) for a, b in ((xa, xb), (ya, yb)))
 

@@ -264,9 +264,7 @@ def run_ssd_reference(ctx: Context) -> MethodRun:
     def request():
         loader = make_loader(ctx.splits.forget, c.reference_batch_size(), pin_memory=c.pin())
         forget, t_imp = _timed(lambda: reference.importance(model, loader))
-        _, t_damp = _timed(
-            lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam)
-        )
+        _, t_damp = _timed(lambda: reference.dampen(model, forget, ctx.full["ssd_reference"], alpha=c.alpha, lam=c.lam))
         return t_imp, t_damp
 
     (t_imp, t_damp), total = _timed(request)

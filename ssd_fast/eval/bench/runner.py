@@ -211,7 +211,9 @@ def run_bench(config: BenchConfig, dataset: ImageData | None = None, into: Bench
         torch.set_num_threads(config.threads)
     try:
         # The test subset is fixed (seed 0) so that every seed is scored on the same images.
-        data = subsample_test(dataset if dataset is not None else load_dataset(config.data_dir), config.test_subset, seed=0)
+        data = subsample_test(
+            dataset if dataset is not None else load_dataset(config.data_dir), config.test_subset, seed=0
+        )
         data, held_out = _hold_out(data, config.val_per_class)
         result = into if into is not None else BenchResult(config=config, data_name="", forget_name="")
         result.data_name = data.name
