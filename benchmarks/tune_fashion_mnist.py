@@ -44,15 +44,35 @@ def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: boo
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle, generator=g)
 
 
-def _trained_model(data, cache: str, epochs: int, batch_size: int, seed: int) -> torch.nn.Module:
+def _trained_model(
+    x: torch.Tensor, y: torch.Tensor, cache: str, epochs: int, batch_size: int, seed: int
+) -> torch.nn.Module:
+    """The CNN trained on (x, y) as the main job trains it, or loaded from `cache`."""
     torch.manual_seed(seed)
     model = build_model("cnn", num_classes=10, in_channels=1)
     if os.path.isfile(cache):
         model.load_state_dict(torch.load(cache, weights_only=True))
         return model.eval()
-    train(model, _loader(data.train_x, data.train_y, batch_size, shuffle=True, seed=seed), epochs, progress=False)
+    train(model, _loader(x, y, batch_size, shuffle=True, seed=seed), epochs, progress=False)
     torch.save(model.state_dict(), cache)
     return model.eval()
+
+
+def _cache_stem(args: argparse.Namespace) -> str:
+    """The cache files' common prefix: a cache belongs to one training setting."""
+    return f"{args.cache}_e{args.epochs}_bs{args.batch_size}_h{args.holdout}_s{args.seed}"
+
+
+def _full_importance(model, data, stem: str, label_free: bool) -> ssd_fast.Importances:
+    """The full importance on every trained-on image (batch 64), computed once per cache stem."""
+    path = stem + ("_full_importance_lf" if label_free else "_full_importance") + ".safetensors"
+    if os.path.isfile(path):
+        return ssd_fast.Importances.load(path, model=model)
+    t0 = time.perf_counter()
+    full_imp = ssd_fast.importance(model, _loader(data.train_x, data.train_y), label_free=label_free, progress=False)
+    print(f"full importance ({len(data.train_y)} images, bs 64): {time.perf_counter() - t0:.1f} s")
+    full_imp.save(path)
+    return full_imp
 
 
 @torch.no_grad()
@@ -256,23 +276,13 @@ def main() -> None:
 
     data, held_out = split_validation(load_fashion_mnist(), args.holdout, seed=args.seed)
     eval_pool = held_out if args.holdout else TensorDataset(data.train_x, data.train_y)
-    # The cache belongs to one training setting.
-    stem = f"{args.cache}_e{args.epochs}_bs{args.batch_size}_h{args.holdout}_s{args.seed}"
-    model = _trained_model(data, stem + ".pt", args.epochs, args.batch_size, args.seed)
+    stem = _cache_stem(args)
+    model = _trained_model(data.train_x, data.train_y, stem + ".pt", args.epochs, args.batch_size, args.seed)
     print(
         f"model: {len(data.train_y)} training images, test accuracy {100 * _accuracy(model, data.test_x, data.test_y):.1f}%; "
         f"tune scores on {'held-out' if args.holdout else 'trained-on'} training images"
     )
-    imp_path = stem + ("_full_importance_lf" if args.label_free else "_full_importance") + ".safetensors"
-    if os.path.isfile(imp_path):
-        full_imp = ssd_fast.Importances.load(imp_path, model=model)
-    else:
-        t0 = time.perf_counter()
-        full_imp = ssd_fast.importance(
-            model, _loader(data.train_x, data.train_y), label_free=args.label_free, progress=False
-        )
-        print(f"full importance ({len(data.train_y)} images, bs 64): {time.perf_counter() - t0:.1f} s")
-        full_imp.save(imp_path)
+    full_imp = _full_importance(model, data, stem, args.label_free)
     rows = []
     for cls in args.classes:
         rows.append(run_class(model, data, eval_pool, full_imp, cls, args))

@@ -36,22 +36,13 @@ import tune_fashion_mnist as tfm  # noqa: E402  (the shared model, data split an
 import ssd_fast  # noqa: E402
 from ssd_fast.eval.data import load_fashion_mnist, split_validation  # noqa: E402
 from ssd_fast.eval.metrics import mia  # noqa: E402
-from ssd_fast.eval.models import build_model  # noqa: E402
-from ssd_fast.eval.training import train  # noqa: E402
 
 
 def _retrained(data, cls: int, stem: str, args) -> torch.nn.Module:
-    path = f"{stem}_retrain_c{cls}.pt"
-    torch.manual_seed(args.seed)
-    model = build_model("cnn", num_classes=10, in_channels=1)
-    if os.path.isfile(path):
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
+    """The same CNN, seed and schedule, trained without the class (cached)."""
     keep = data.train_y != cls
-    loader = tfm._loader(data.train_x[keep], data.train_y[keep], args.batch_size, shuffle=True, seed=args.seed)
-    train(model, loader, args.epochs, progress=False)
-    torch.save(model.state_dict(), path)
-    return model.eval()
+    path = f"{stem}_retrain_c{cls}.pt"
+    return tfm._trained_model(data.train_x[keep], data.train_y[keep], path, args.epochs, args.batch_size, args.seed)
 
 
 def _row(name: str, model, data, cls: int, members: TensorDataset, forget: TensorDataset) -> dict:
@@ -65,17 +56,18 @@ def run_class(model, data, held, full_imp, cls: int, stem: str, args) -> list[di
     forget = TensorDataset(data.train_x[keep], data.train_y[keep])
     g = torch.Generator().manual_seed(args.seed)
     retain_idx = torch.nonzero(~keep).flatten()
-    members = TensorDataset(
-        *(t[retain_idx[torch.randperm(len(retain_idx), generator=g)[:3000]]] for t in (data.train_x, data.train_y))
-    )
+
+    def trained_on_retain(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """n trained-on images of the other classes, a fresh draw each call."""
+        idx = retain_idx[torch.randperm(len(retain_idx), generator=g)[:n]]
+        return data.train_x[idx], data.train_y[idx]
+
+    members = TensorDataset(*trained_on_retain(3000))
     forget_imp = ssd_fast.importance(model, tfm._loader(*forget.tensors), label_free=args.label_free, progress=False)
     retrained = _retrained(data, cls, stem, args)
     forget_eval, retain_eval = tfm._eval_subsets(held, cls, args.forget_eval, args.retain_eval, args.seed)
     # tune's attack: trained-on retain images (a different draw from the judge's) and the class's trained-on images.
-    tune_members = tfm._loader(
-        *(t[retain_idx[torch.randperm(len(retain_idx), generator=g)[:2000]]] for t in (data.train_x, data.train_y)),
-        batch_size=500,
-    )
+    tune_members = tfm._loader(*trained_on_retain(2000), batch_size=500)
     rows = [_row("original", model, data, cls, members, forget), _row("retrain", retrained, data, cls, members, forget)]
     for name, target in (
         ("tune", None),
@@ -122,15 +114,9 @@ def main() -> None:
     args = p.parse_args()
 
     data, held = split_validation(load_fashion_mnist(), args.holdout, seed=args.seed)
-    stem = f"{args.cache}_e{args.epochs}_bs{args.batch_size}_h{args.holdout}_s{args.seed}"
-    model = tfm._trained_model(data, stem + ".pt", args.epochs, args.batch_size, args.seed)
-    imp_path = stem + ("_full_importance_lf" if args.label_free else "_full_importance") + ".safetensors"
-    if os.path.isfile(imp_path):
-        full_imp = ssd_fast.Importances.load(imp_path, model=model)
-    else:
-        loader = tfm._loader(data.train_x, data.train_y)
-        full_imp = ssd_fast.importance(model, loader, label_free=args.label_free, progress=False)
-        full_imp.save(imp_path)
+    stem = tfm._cache_stem(args)
+    model = tfm._trained_model(data.train_x, data.train_y, stem + ".pt", args.epochs, args.batch_size, args.seed)
+    full_imp = tfm._full_importance(model, data, stem, args.label_free)
     results = {}
     print("| class | method | test forget | test retain | MIA (judge) | tune's MIA / aim | alpha, lambda |")
     print("|---|---|---|---|---|---|---|")
