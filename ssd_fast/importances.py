@@ -35,6 +35,8 @@ METADATA = (
     "fingerprint",
     "checkpoint_probe",
 )
+# How the values were computed: parts that differ here cannot be merged, and update() keeps them.
+HOW_COMPUTED = ("mode", "label_free", "precision")
 
 # `ssd_fast.importance`, for `Importances.update`. importance.py builds Importances, so it
 # imports this module; it registers itself here (register_compute) instead of this module
@@ -104,7 +106,7 @@ def _check_mergeable(parts: tuple[Importances, ...]) -> None:
     for i, part in enumerate(parts[1:], start=1):
         if not isinstance(part, Importances):
             raise TypeError(f"merge takes Importances, argument {i} is a {type(part).__name__}")
-        for key in ("mode", "label_free", "precision"):
+        for key in HOW_COMPUTED:
             if getattr(part, key) != getattr(first, key):
                 raise ValueError(
                     f"cannot merge importances with different {key}: {getattr(first, key)!r} vs {getattr(part, key)!r}"
@@ -244,7 +246,7 @@ class Importances(Mapping[str, torch.Tensor]):
         """
         if _compute is None:
             raise RuntimeError("Importances.update needs ssd_fast.importance: import ssd_fast first")
-        for key in ("mode", "label_free", "precision"):
+        for key in HOW_COMPUTED:
             if key in kwargs:
                 raise TypeError(f"update() takes {key} from the stored importances; do not pass {key}=")
         _checks.module(model)
