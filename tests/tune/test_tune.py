@@ -298,11 +298,9 @@ def _reject_stages(monkeypatch, rejected: set) -> None:
     monkeypatch.setattr(tune_module._Search, "_score", score)
 
 
-def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_success(trained, monkeypatch) -> None:
-    model = _copy(trained)
-    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
-    _reject_stages(monkeypatch, {None})
-    result = tune(
+def _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval):
+    """A small grid, with the later-layer fallback on (the default)."""
+    return tune(
         model,
         forget_imp,
         full_imp,
@@ -312,6 +310,13 @@ def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_
         lams=(1.0, 0.1),
         refine_steps=2,
     )
+
+
+def test_layer_fallback_runs_only_when_every_layer_fails_and_stops_at_the_first_success(trained, monkeypatch) -> None:
+    model = _copy(trained)
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
+    _reject_stages(monkeypatch, {None})
+    result = _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval)
     stages = list(dict.fromkeys(t.first_layer for t in result.trials))
     assert stages == [None, "3.weight"]  # the model's only later weight layer
     assert result.satisfied and result.first_layer == "3.weight"
@@ -366,16 +371,7 @@ def test_layer_fallback_also_runs_when_every_layer_is_accepted_but_short_of_the_
         return forget_acc + (0.05 if self.first_layer is None else 0.0), retain_acc, meets_forget, meets_retain
 
     monkeypatch.setattr(tune_module._Search, "_score", score)
-    result = tune(
-        model,
-        forget_imp,
-        full_imp,
-        forget_eval=forget_eval,
-        retain_eval=retain_eval,
-        alphas=[0.3, 1, 3, 10, 30],
-        lams=(1.0, 0.1),
-        refine_steps=2,
-    )
+    result = _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval)
     assert any(t.first_layer is None and t.accepted for t in result.trials)
     assert any(t.first_layer == "3.weight" for t in result.trials)
     assert result.satisfied and result.first_layer == "3.weight" and result.forget_acc <= 0.01
