@@ -15,12 +15,9 @@
 
 #include <cmath>
 
-namespace ssd_fast {
+#include "conv2d_geometry.h"
 
-struct Conv2dGeometry {
-  int64_t kh, kw, sh, sw, ph, pw, dh, dw, groups;
-  int64_t c_per_group, height, width, out_h, out_w;
-};
+namespace ssd_fast {
 
 inline bool is_per_sample_input_dtype(c10::ScalarType t) {
   return t == c10::kFloat || t == c10::kHalf || t == c10::kBFloat16 || t == c10::kDouble;

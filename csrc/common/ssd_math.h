@@ -7,20 +7,26 @@
 // which is what the single cast below does.
 #pragma once
 
-#include <c10/macros/Macros.h>
-#include <c10/util/BFloat16.h>
-#include <c10/util/Half.h>
-
+// No ATen or c10 include: the CUDA kernels (csrc/cuda/kernels) use this header, and the
+// emulator compiles them without torch. scalar_t is c10::Half / c10::BFloat16 in the real
+// builds and the emulator's own fp16 / bf16 types in its tests: anything that converts to
+// and from float.
 #include <type_traits>
+
+#if defined(__CUDACC__)
+#define SSD_FAST_MATH_HD __host__ __device__
+#else
+#define SSD_FAST_MATH_HD
+#endif
 
 namespace ssd_fast {
 
 template <typename scalar_t>
 using opmath_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
-C10_HOST_DEVICE inline bool is_selected(float f, float d, float alpha) { return f > alpha * d; }
+SSD_FAST_MATH_HD inline bool is_selected(float f, float d, float alpha) { return f > alpha * d; }
 
-C10_HOST_DEVICE inline float dampening_factor(float f, float d, float lam) {
+SSD_FAST_MATH_HD inline float dampening_factor(float f, float d, float lam) {
   const float beta = (lam * d) / f;
   return beta < 1.0f ? beta : 1.0f;  // d = 0 gives 0: the parameter is zeroed
 }
@@ -28,14 +34,14 @@ C10_HOST_DEVICE inline float dampening_factor(float f, float d, float lam) {
 // The dampened value, computed whether or not the element is selected, so that loops
 // stay branch-free and vectorize; callers keep the old value where is_selected is false.
 template <typename scalar_t>
-C10_HOST_DEVICE inline scalar_t dampened_value(scalar_t p, float f, float d, float lam) {
+SSD_FAST_MATH_HD inline scalar_t dampened_value(scalar_t p, float f, float d, float lam) {
   using acc_t = opmath_t<scalar_t>;
   return static_cast<scalar_t>(static_cast<acc_t>(p) * static_cast<acc_t>(dampening_factor(f, d, lam)));
 }
 
 // importance += scale * g^2, or scale * |g| (label-free), in fp32 whatever g's dtype.
 template <typename grad_t>
-C10_HOST_DEVICE inline float squared_or_abs(grad_t g, bool absolute) {
+SSD_FAST_MATH_HD inline float squared_or_abs(grad_t g, bool absolute) {
   const float x = static_cast<float>(g);
   return absolute ? (x < 0.0f ? -x : x) : x * x;
 }

@@ -1,4 +1,4 @@
-// The CUDA engine behind the per-sample squared-gradient ops (see common/per_sample_sq.h):
+// The device engine behind the per-sample squared-gradient ops (see common/per_sample_sq.h):
 // out[g*Og + o, k] += scale * sum_b f(sum_l D[b,g,o,l] X[b,g,k,l]).
 //
 // Each thread block owns a 64 x 64 tile of out (one group) and a fixed slice of the
@@ -11,18 +11,22 @@
 // kernel adds them up in slice order. Every sum runs in a fixed order: same input, same
 // bits. Products and sums are fp32 fused multiply-adds (__fmaf_rn, whatever --fmad says).
 //
-// UNVERIFIED: this file compiles but has not yet run on a GPU (no GPU in the session that
-// wrote it). The rules keep CUDA on the torch path until benchmarks/gpu_check.sh passes.
+// The fixed order, element by element (the emulator's tests check it bit for bit):
+//   prod_b = 0; for l in 0 .. ceil(L/16)*16 - 1: prod_b = fma(D[b,l], X[b,l], prod_b)
+//            (D and X read as 0 past L);
+//   acc_s  = 0; for b in slice s, in order: acc_s = fma(prod_b, prod_b, acc_s)
+//            (|v|: acc_s = acc_s + |prod_b|);
+//   one slice:  out = fma(scale, acc_0, out);
+//   S slices:   sum = 0; for s in order: sum = sum + acc_s; out = fma(scale, sum, out).
+//
+// UNVERIFIED on a GPU: the emulator runs this code on the CPU in every CI run, but the
+// rules keep CUDA on the torch path until benchmarks/gpu_check.sh passes on a GPU.
 #pragma once
-
-#include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <c10/cuda/CUDAException.h>
-#include <c10/cuda/CUDAGuard.h>
-#include <c10/cuda/CUDAStream.h>
 
 #include <algorithm>
 #include <cstdint>
+
+#include "device_api.h"
 
 namespace ssd_fast::cuda {
 
@@ -32,16 +36,16 @@ struct SqShape {
 
 constexpr int kTile = 64;    // outputs per block along o and along k
 constexpr int kStep = 16;    // reduction steps staged in shared memory at a time
-constexpr int kThreads = 256;
+constexpr int kSqThreads = 256;
 constexpr int kPer = 4;      // outputs per thread along o and along k: 16 x 16 threads x 4 x 4
 
-// D and X are read through loaders: d(b, g, o, l) and x(b, g, k, l) return fp32 values, or
+// D and X are read through loaders: d(b, g, o, l) and x(b, g, k, l) return fp32 values, and
 // are never called out of range. kDLFast / kXLFast say whether consecutive l are adjacent
 // in memory (conv) or consecutive o / k are (tokens), so that a warp's loads coalesce.
 template <bool kLFast, class Load>
 __device__ inline void stage(float (*tile)[kTile + 1], const Load& load, int64_t b, int64_t g, int64_t r0, int64_t rn,
                              int64_t l0, int64_t ln) {
-  for (int e = threadIdx.x; e < kTile * kStep; e += kThreads) {
+  for (int e = threadIdx.x; e < kTile * kStep; e += kSqThreads) {
     const int l = kLFast ? e % kStep : e / kTile;
     const int r = kLFast ? e / kStep : e % kTile;
     tile[l][r] = (r < rn && l < ln) ? load(b, g, r0 + r, l0 + l) : 0.0f;
@@ -49,11 +53,11 @@ __device__ inline void stage(float (*tile)[kTile + 1], const Load& load, int64_t
 }
 
 template <bool kDLFast, bool kXLFast, class DLoad, class XLoad>
-__global__ void __launch_bounds__(kThreads) per_sample_sq_kernel(DLoad d, XLoad x, SqShape s, int64_t per_slice,
-                                                                 int slices, bool absolute, float scale,
-                                                                 float* __restrict__ out, bool partial) {
-  __shared__ float d_tile[kStep][kTile + 1];
-  __shared__ float x_tile[kStep][kTile + 1];
+__global__ void __launch_bounds__(kSqThreads) per_sample_sq_kernel(DLoad d, XLoad x, SqShape s, int64_t per_slice,
+                                                                   int slices, bool absolute, float scale,
+                                                                   float* __restrict__ out, bool partial) {
+  SSD_FAST_SHARED(float, d_tile, [kStep][kTile + 1]);
+  SSD_FAST_SHARED(float, x_tile, [kStep][kTile + 1]);
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile, o0 = static_cast<int64_t>(blockIdx.y) * kTile;
   const int64_t g = blockIdx.z / slices, slice = blockIdx.z % slices;
   const int64_t kn = std::min<int64_t>(kTile, s.k_per_group - k0), on = std::min<int64_t>(kTile, s.o_per_group - o0);
@@ -110,7 +114,7 @@ __global__ void __launch_bounds__(kThreads) per_sample_sq_kernel(DLoad d, XLoad 
 
 // out[i] += scale * sum over s (in order) of partial[s][i]
 static __global__ void add_slices_kernel(const float* __restrict__ partial, int slices, int64_t n, float scale,
-                                  float* __restrict__ out) {
+                                          float* __restrict__ out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float sum = 0.0f;
@@ -125,38 +129,43 @@ static __global__ void add_slices_kernel(const float* __restrict__ partial, int 
 inline int choose_slices(const SqShape& s, int64_t blocks_per_slice, int sms) {
   const int64_t want = (2 * static_cast<int64_t>(sms) + blocks_per_slice - 1) / blocks_per_slice;
   const int64_t by_grid = 65535 / s.groups;
-  const int64_t by_memory = std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, s.groups * s.o_per_group * s.k_per_group));
+  const int64_t by_memory =
+      std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, s.groups * s.o_per_group * s.k_per_group));
   return static_cast<int>(std::max<int64_t>(1, std::min({want, s.batch, by_grid, by_memory})));
 }
 
-template <bool kDLFast, bool kXLFast, class DLoad, class XLoad>
-void launch_per_sample_sq(const at::Tensor& out, const DLoad& d, const XLoad& x, const SqShape& s, double scale,
-                          bool absolute) {
-  if (s.batch == 0 || s.length == 0 || s.o_per_group == 0 || s.k_per_group == 0) return;
-  const c10::cuda::CUDAGuard guard(out.device());
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  int sms = 0;
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, out.device().index()));
+// Everything a launch of the per-sample engine needs, computed on the host from the shape
+// and the multiprocessor count alone.
+struct PerSampleSqPlan {
+  bool empty;              // nothing to add: launch nothing
+  const char* error;       // non-null: the shape cannot be launched, and why
+  unsigned grid[3];        // per_sample_sq_kernel's grid (k tiles, o tiles, groups * slices)
+  int slices;              // batch slices; > 1 means a workspace and add_slices_kernel
+  int64_t per_slice;       // samples per slice (the last slice may hold fewer)
+  int64_t workspace;       // fp32 elements of the [slices, n] workspace (0 when slices == 1)
+  unsigned reduce_blocks;  // add_slices_kernel's grid (0 when slices == 1)
+};
+
+inline PerSampleSqPlan plan_per_sample_sq(const SqShape& s, int sms) {
+  PerSampleSqPlan plan{};
+  plan.empty = s.batch == 0 || s.length == 0 || s.o_per_group == 0 || s.k_per_group == 0 || s.groups == 0;
+  if (plan.empty) return plan;
   const int64_t k_tiles = (s.k_per_group + kTile - 1) / kTile, o_tiles = (s.o_per_group + kTile - 1) / kTile;
-  TORCH_CHECK(o_tiles <= 65535 && s.groups <= 65535, "ssd_fast: per-sample op: too many output channels for one launch");
-  const int slices = choose_slices(s, k_tiles * o_tiles * s.groups, sms);
-  const int64_t per_slice = (s.batch + slices - 1) / slices;
-  const dim3 grid(static_cast<unsigned>(k_tiles), static_cast<unsigned>(o_tiles), static_cast<unsigned>(s.groups * slices));
-  if (slices == 1) {
-    per_sample_sq_kernel<kDLFast, kXLFast><<<grid, kThreads, 0, stream>>>(
-        d, x, s, per_slice, 1, absolute, static_cast<float>(scale), out.data_ptr<float>(), false);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    return;
+  if (o_tiles > 65535 || s.groups > 65535 || k_tiles > 0x7fffffff) {
+    plan.error = "ssd_fast: per-sample op: too many output channels or groups for one launch";
+    return plan;
   }
-  const int64_t n = out.numel();
-  const at::Tensor partial = at::empty({slices, n}, out.options());
-  per_sample_sq_kernel<kDLFast, kXLFast><<<grid, kThreads, 0, stream>>>(
-      d, x, s, per_slice, slices, absolute, static_cast<float>(scale), partial.data_ptr<float>(), true);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  const int blocks = static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4 * static_cast<int64_t>(sms)));
-  add_slices_kernel<<<blocks, kThreads, 0, stream>>>(partial.data_ptr<float>(), slices, n, static_cast<float>(scale),
-                                                     out.data_ptr<float>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  plan.slices = choose_slices(s, k_tiles * o_tiles * s.groups, sms);
+  plan.per_slice = (s.batch + plan.slices - 1) / plan.slices;
+  plan.grid[0] = static_cast<unsigned>(k_tiles);
+  plan.grid[1] = static_cast<unsigned>(o_tiles);
+  plan.grid[2] = static_cast<unsigned>(s.groups * plan.slices);
+  if (plan.slices > 1) {
+    const int64_t n = s.groups * s.o_per_group * s.k_per_group;
+    plan.workspace = plan.slices * n;
+    plan.reduce_blocks = static_cast<unsigned>(std::min<int64_t>((n + kSqThreads - 1) / kSqThreads, 4 * int64_t{sms}));
+  }
+  return plan;
 }
 
 }  // namespace ssd_fast::cuda
