@@ -6,6 +6,7 @@ Environment:
   SSD_FAST_FORCE_CUDA=1   fail unless the CUDA kernels can be built
   TORCH_CUDA_ARCH_LIST    GPU architectures (default below when unset)
   CUDA_HOME               the CUDA toolkit; /usr/local/cuda when unset and present
+  MAX_JOBS                parallel compile jobs (default: the number of CPUs)
 
 Build with `pip install --no-build-isolation -e .` so that the torch already installed is
 the one compiled against.
@@ -74,7 +75,14 @@ def _extension():
 def _build_ext():
     from torch.utils.cpp_extension import BuildExtension
 
-    return BuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)
+    use_ninja = shutil.which("ninja") is not None
+    if use_ninja:
+        # ninja compiles the sources in parallel; say how many at once (torch reads MAX_JOBS)
+        os.environ.setdefault("MAX_JOBS", str(os.cpu_count() or 1))
+        print(f"ssd_fast: compiling with ninja, MAX_JOBS={os.environ['MAX_JOBS']}")
+    else:
+        print("ssd_fast: ninja not found: compiling one source at a time (pip install ninja)")
+    return BuildExtension.with_options(use_ninja=use_ninja)
 
 
 setup(
