@@ -256,6 +256,21 @@ inline std::vector<float> model_fp32(const Problem& p, const std::vector<float>&
   return out;
 }
 
+// A loader that enforces the engine's contract (kernels/per_sample_sq.cuh: loaders "are
+// never called out of range"): an out-of-range call reads memory that may well exist (the
+// next group's rows, the next sample) and change no result, so it is caught here instead.
+template <class Load>
+struct CheckedLoad {
+  Load load;
+  int64_t batch, groups, rows, length;
+  __device__ float operator()(int64_t b, int64_t g, int64_t r, int64_t l) const {
+    if (b < 0 || b >= batch || g < 0 || g >= groups || r < 0 || r >= rows || l < 0 || l >= length) {
+      emu::fail("a per-sample loader was called out of range");
+    }
+    return load(b, g, r, l);
+  }
+};
+
 // The emulated kernels on the spec's inputs, in their own dtype and strides.
 template <class T>
 PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out) {
@@ -264,16 +279,20 @@ PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out)
   const ConvGradLoad<T> dl{in.dy.data.data(), in.dy.stride[0], in.dy.stride[1], in.dy.stride[3],
                            c.out_channels / c.groups};
   const Im2colLoad<T> xl{in.x.data.data(), in.x.stride[0], in.x.stride[1], in.x.stride[2], in.x.stride[3], in.geo};
-  const SqShape shape{c.batch, c.groups, c.out_channels / c.groups, in.geo.c_per_group * c.kh * c.kw, length};
-  return per_sample_sq<true, true>(out, dl, xl, shape, c.scale, c.absolute, c.sms);
+  const SqShape s{c.batch, c.groups, c.out_channels / c.groups, in.geo.c_per_group * c.kh * c.kw, length};
+  const CheckedLoad<ConvGradLoad<T>> dc{dl, s.batch, s.groups, s.o_per_group, s.length};
+  const CheckedLoad<Im2colLoad<T>> xc{xl, s.batch, s.groups, s.k_per_group, s.length};
+  return per_sample_sq<true, true>(out, dc, xc, s, c.scale, c.absolute, c.sms);
 }
 
 template <class T>
 PerSampleSqPlan run_tokens(const TokensSpec& c, const TokensInputs<T>& in, float* out) {
   const TokenLoad<T> dl{in.dy.data.data(), in.dy.stride[0], in.dy.stride[1], in.dy.stride[2]};
   const TokenLoad<T> xl{in.x.data.data(), in.x.stride[0], in.x.stride[1], in.x.stride[2]};
-  const SqShape shape{c.batch, 1, c.out_features, c.in_features, c.tokens};
-  return per_sample_sq<false, false>(out, dl, xl, shape, c.scale, c.absolute, c.sms);
+  const SqShape s{c.batch, 1, c.out_features, c.in_features, c.tokens};
+  const CheckedLoad<TokenLoad<T>> dc{dl, s.batch, 1, s.o_per_group, s.length};
+  const CheckedLoad<TokenLoad<T>> xc{xl, s.batch, 1, s.k_per_group, s.length};
+  return per_sample_sq<false, false>(out, dc, xc, s, c.scale, c.absolute, c.sms);
 }
 
 }  // namespace emu_test
