@@ -21,6 +21,7 @@ def pytest_report_header(config) -> str:
         pass
     return f"cpu: {model}; torch CPU capability: {torch.backends.cpu.get_cpu_capability()}"
 
+
 # CPU always; CUDA only where a GPU is present (the device machine), never required.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU"))]
 
