@@ -17,8 +17,9 @@ Differences that do not change the dampened model in the published workflow:
 - gradients come from `torch.autograd.grad`, so `.grad` fields and the optimizer are
   left alone (the published code leaves the last batch's gradients in `.grad`);
 - importances are fp32 whatever the parameter dtype;
-- `calc_importance`'s dict also records how it was computed, so that `modify_weight` can
-  refuse swapped or stale importances before writing (plain dicts get a warning instead);
+- the perturber remembers how `calc_importance`'s dicts were computed, so that
+  `modify_weight` can refuse swapped or stale importances before writing (other dicts get
+  a warning instead);
 - frozen parameters (requires_grad=False) are never dampened; the published code gives
   them zero importance, so it never selects them either;
 - `magnitude_diff`, `min_layer`, `max_layer` and `forget_threshold` are accepted and
@@ -44,7 +45,7 @@ from ._layouts import Unpack, make_unpack
 from ._objective import PublishedAccumulator
 from ._positional import rekey_by_model
 from ._published import published_dampen_
-from ._recorded import RecordedImportance
+from ._recorded import Records
 
 PUBLISHED_KEYS = (
     "lower_bound",
@@ -137,6 +138,7 @@ class ParameterPerturber:
         self.parameters = _check_parameters(parameters)
         self.unpack = make_unpack(batch_layout)
         self.label_free = label_free
+        self._records = Records()  # what calc_importance's dicts were computed from, for modify_weight
         # The published attribute names, for code that reads them.
         for key in PUBLISHED_KEYS:
             setattr(self, key, self.parameters[key])
@@ -154,9 +156,10 @@ class ParameterPerturber:
         of the mean squared output norm, written as the published code writes it).
 
         Runs in the model's current train/eval mode, as the published code does. Returns
-        {parameter name: fp32 tensor}; parameters without a gradient get zeros. The dict
-        also records how it was computed (sample count, the model's checkpoint probe), so
-        that `modify_weight` runs every check `ssd_fast.dampen` runs on `Importances`.
+        {parameter name: fp32 tensor}; parameters without a gradient get zeros. The
+        perturber remembers how the dict was computed (sample count, the model's checkpoint
+        probe), so that `modify_weight`, given this dict unmodified, runs every check
+        `ssd_fast.dampen` runs on `Importances`.
         """
         _checks.batches(dataloader, "dataloader", "an iterable of batches")
         self._check_device()
@@ -189,7 +192,8 @@ class ParameterPerturber:
             fingerprint=model_fingerprint(self.model),
             checkpoint_probe=take_probe(self.model),
         )
-        return RecordedImportance(sums, recorded)
+        self._records.keep(sums, recorded)
+        return sums
 
     def _kernel_expresses(self) -> bool:
         p = self.parameters
@@ -199,10 +203,9 @@ class ParameterPerturber:
         """The Importances `calc_importance` recorded, when `given` is its unmodified result;
         otherwise `given` re-keyed by the model's names and moved beside the parameters, as a
         plain dict (which `ssd_fast.dampen` checks as far as a dict allows, and says so)."""
-        if isinstance(given, RecordedImportance):
-            recorded = given.record_if_unchanged()
-            if recorded is not None:
-                return recorded
+        recorded = self._records.find(given)
+        if recorded is not None:
+            return recorded
         params = dict(self.model.named_parameters())
         return {n: t.to(params[n].device) for n, t in rekey_by_model(self.model, given, what).items()}
 

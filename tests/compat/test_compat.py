@@ -272,8 +272,7 @@ def test_the_published_flow_records_what_dampen_checks_and_warns_about_nothing()
     model = _model().eval()
     pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0})
     d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
-    assert isinstance(d, dict) and d.recorded.n_samples == N and f.recorded.n_samples == N // CLASSES
-    assert d.recorded.checkpoint_probe and d.recorded.n_batches == len(full)
+    assert type(d) is dict and type(f) is dict  # as published
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         pdr.modify_weight(d, f)
@@ -287,7 +286,7 @@ def test_swapped_importances_are_refused_before_writing(parameters) -> None:
     pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0, **parameters})
     d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(ValueError, match="swapped"):
+    with pytest.raises(ValueError, match="come from 48 samples but the full ones from only 16"):  # the counts
         pdr.modify_weight(f, d)  # the published signature takes the full importance first
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
@@ -314,3 +313,13 @@ def test_edited_or_plain_dicts_lose_the_record_and_say_so() -> None:
     d["0.bias"].mul_(1.0)  # written in place: the record may no longer describe these values
     with pytest.warns(UserWarning, match="could not run: forget and full swapped"):
         pdr.modify_weight(d, dict(f))
+
+
+def test_calc_importance_saves_and_loads_as_the_plain_dict_it_was(tmp_path) -> None:
+    """Published scripts torch.save their importances; weights_only loading must still read them."""
+    full, _ = _loaders("published")
+    pdr = ParameterPerturber(_model().eval(), None, "cpu", {"dampening_constant": 1, "selection_weighting": 10})
+    d = pdr.calc_importance(full)
+    torch.save(d, tmp_path / "imp.pt")
+    back = torch.load(tmp_path / "imp.pt", weights_only=True)
+    assert type(back) is dict and back.keys() == d.keys() and all(torch.equal(back[k], d[k]) for k in d)
