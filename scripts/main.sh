@@ -5,7 +5,10 @@
 # Forgetting and SSD: at the paper's alpha, tuned per request (ssd_tune, scored on the
 # held-out images), with ASSD's alpha, and the reference beside the fast path.
 # Extra arguments go to `python -m ssd_fast.eval.bench` (see --help).
+# Setup builds only the kernels this machine can run (no CUDA compile without a visible GPU);
+# SSD_FAST_KERNELS=all builds them all, as scripts/test.sh does.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export SSD_FAST_KERNELS=${SSD_FAST_KERNELS:-runnable}
 source scripts/setup.sh
 python -m ssd_fast.eval.bench "$@"

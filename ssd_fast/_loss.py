@@ -18,10 +18,9 @@ from torch import nn
 
 from ._batches import call_model, call_model_raw
 from ._hf import Task, attention_mask, logits_of
+from ._labels import IGNORE_INDEX, check_class_targets, check_label_values, check_token_labels
 
 LossFn = Callable[[torch.Tensor, Any], torch.Tensor]
-
-IGNORE_INDEX = -100  # transformers' (and torch's) label for "not scored"
 
 
 def label_free_losses(outputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -49,6 +48,8 @@ def task_loss_terms(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> t
     n = logits.shape[0]
     logits = logits.float()
     if task.kind == "tokens":
+        check_token_labels(labels)
+        check_label_values(labels, logits.shape[-1])
         if task.shift:  # position t predicts token t + 1, as transformers' ForCausalLMLoss does
             labels = F.pad(labels, (0, 1), value=IGNORE_INDEX)[..., 1:]
         labels = labels.reshape(n, -1).long()
@@ -69,6 +70,7 @@ def _sequence_terms(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> t
     problem = task.problem_type(labels)
     if problem == "single_label_classification":
         labels = labels.reshape(n).long()
+        check_label_values(labels, logits.reshape(n, -1).shape[1])
         terms = F.cross_entropy(logits.reshape(n, -1), labels, ignore_index=IGNORE_INDEX, reduction="none")
         return terms, (labels != IGNORE_INDEX).to(terms.dtype)
     labels = labels.to(logits.dtype).reshape(n, -1)
@@ -78,22 +80,6 @@ def _sequence_terms(task: Task, logits: torch.Tensor, labels: torch.Tensor) -> t
     else:
         terms = F.binary_cross_entropy_with_logits(flat, labels, reduction="none")
     return terms.sum(1), torch.full((n,), float(flat.shape[1]), device=flat.device)
-
-
-def check_class_targets(outputs: Any, targets: Any) -> None:
-    """A clear message for labels shaped [B, 1], which cross-entropy refuses with a terse one."""
-    if (
-        isinstance(targets, torch.Tensor)
-        and isinstance(outputs, torch.Tensor)
-        and targets.dim() == 2
-        and targets.shape[1] == 1
-        and outputs.dim() == 2
-        and not targets.is_floating_point()
-    ):
-        raise ValueError(
-            f"targets have shape {list(targets.shape)}, but cross-entropy takes class indices of shape "
-            f"[{targets.shape[0]}]; squeeze them in the dataset or pass unpack=lambda b: (b[0], b[1].squeeze(1))"
-        )
 
 
 def batch_loss(
@@ -124,7 +110,9 @@ def model_batch_loss(
 ) -> torch.Tensor:
     """The batch objective. A transformers model given its labels computes its own loss, and that is used."""
     if task is not None and not (label_free or loss_fn is not None or targets is None):
-        out = call_model_raw(model, inputs, labels=targets)
+        if task.kind == "tokens":
+            check_token_labels(targets)
+        out = _call_with_labels(model, inputs, targets)
         loss = getattr(out, "loss", None)
         if isinstance(loss, torch.Tensor):
             return loss
@@ -132,6 +120,20 @@ def model_batch_loss(
     else:
         outputs = call_model(model, inputs)
     return batch_loss(outputs, targets, label_free=label_free, loss_fn=loss_fn, task=task, mask=attention_mask(inputs))
+
+
+def _call_with_labels(model: nn.Module, inputs: Any, labels: Any) -> Any:
+    """The model given its labels; its own loss's out-of-range error gets a message that says what to do."""
+    try:
+        return call_model_raw(model, inputs, labels=labels)
+    except IndexError as e:
+        if "out of bounds" not in str(e):
+            raise
+        raise ValueError(
+            f"the model's own loss refused a label ({e}): labels must be indices in [0, number of outputs) (the "
+            f"config's vocab_size or num_labels), or {IGNORE_INDEX} for a position that is not scored; check the "
+            "labels the data yields against the model's config"
+        ) from e
 
 
 def check_loss_options(label_free: bool, loss_fn: LossFn | None) -> None:

@@ -24,6 +24,7 @@ from torch import nn
 from . import _checks, _ops, distributed, reference
 from ._checkpoint import check_probes
 from ._pairing import named_parameters, pair_with_model
+from ._plain_dicts import check_zero_patterns, is_plain, warn_missing_checks
 from .auto_alpha import resolve_auto_alpha
 from .importance import importance
 from .importances import Importances
@@ -348,6 +349,13 @@ def prepare(
     Raises:
         TypeError, ValueError, RuntimeError: on any bad input; the model is not touched.
     """
+    return _prepare(model, forget, full, backend=backend, snapshot=snapshot)
+
+
+def _prepare(
+    model: nn.Module, forget: ImportanceSource, full: ImportanceSource, *, backend: str, snapshot: bool
+) -> Dampener:
+    """`prepare`, called by it and by `dampen`, so that a warning points at the user's line in both."""
     _checks.module(model)
     _check_backend(backend)
     _checks.flag(snapshot, "snapshot")
@@ -358,6 +366,8 @@ def prepare(
     _check_not_swapped(forget_imp, full_imp)
     params = named_parameters(model)  # one walk of the module tree, keyed as the unwrapped model names them
     pairs = _pairs(params, forget_imp, full_imp)
+    if (is_plain(forget) or is_plain(full)) and not distributed.any_dtensor(p for _, p, _, _ in pairs):
+        check_zero_patterns([(f, d) for _, _, f, d in pairs])  # no sample counts: the values' zeros still tell
     check_probes(params, {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
     local = distributed.local_pairs(pairs)  # a sharded model: each rank's own shards, no gather
     devices = [p.device for _, p, _, _ in local]
@@ -373,6 +383,7 @@ def prepare(
     )
     if snapshot:
         dampener.take_snapshot()
+    warn_missing_checks(forget, full, stacklevel=4)  # last: a call refused above gets its error alone
     return dampener
 
 
@@ -416,4 +427,4 @@ def dampen(
     _checks.module(model)
     check_hyper(alpha, lam)  # before any importance is computed from data
     _check_backend(backend)
-    return prepare(model, forget, full, backend=backend).apply(alpha, lam)
+    return _prepare(model, forget, full, backend=backend, snapshot=False).apply(alpha, lam)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -20,6 +21,8 @@ import torch
 from torch import nn
 
 from . import _checks, distributed
+from ._checkpoint import take_probe
+from ._checksums import tensor_digest, text_digest
 from ._pairing import model_fingerprint, pair_with_model
 from ._precision import check_precision
 
@@ -50,7 +53,9 @@ def register_compute(fn: Callable[..., Importances]) -> None:
 
 
 _FILE_FORMAT = "ssd_fast.importances"
-_FILE_VERSION = "1"
+# "2" adds checksums of every tensor and of the metadata; "1" files (none) still load, with a warning.
+_FILE_VERSION = "2"
+_UNCHECKED_VERSION = "1"
 
 
 def _check_tensors(tensors: Any) -> dict[str, torch.Tensor]:
@@ -141,8 +146,13 @@ class Importances(Mapping[str, torch.Tensor]):
     """Per-parameter importance (a diagonal Fisher estimate), keyed by parameter name.
 
     Build one with `ssd_fast.importance(model, data)`, from a dict with
-    `Importances(tensors, mode=..., n_samples=...)`, or with `Importances.load(path)`.
-    Values are fp32 and must not be modified in place.
+    `Importances(tensors, mode=..., n_samples=..., model=model)`, or with
+    `Importances.load(path)`. Values are fp32 and must not be modified in place.
+
+    What is recorded lets `dampen` refuse mistakes before writing anything: `n_samples`
+    (forget and full swapped), `mode` and `label_free` (the two computed differently),
+    and `model=`, the model as it was when the values were computed, whose parameter
+    fingerprint and checkpoint probe are kept (importances of another checkpoint).
     """
 
     __slots__ = ("_tensors", *METADATA)
@@ -159,7 +169,13 @@ class Importances(Mapping[str, torch.Tensor]):
         fingerprint: str | None = None,
         checkpoint_probe: Mapping[str, list[float]] | None = None,
         precision: str = "exact",
+        model: nn.Module | None = None,
     ) -> None:
+        if model is not None:  # record the model's fingerprint and probe, as importance() does
+            _checks.module(model)
+            if fingerprint is not None or checkpoint_probe is not None:
+                raise ValueError("pass model= or fingerprint=/checkpoint_probe=, not both: model= records both")
+            fingerprint, checkpoint_probe = model_fingerprint(model), take_probe(model)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         check_precision(precision)
@@ -256,7 +272,7 @@ class Importances(Mapping[str, torch.Tensor]):
         return self.merge(extra)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a safetensors file holding the tensors and the metadata.
+        """Write a safetensors file holding the tensors, the metadata, and a checksum of each.
 
         Inside a process group every rank must call it: rank 0 writes, then all ranks
         wait for the file, so any rank can load it next. Sharded (DTensor) importances go
@@ -269,7 +285,14 @@ class Importances(Mapping[str, torch.Tensor]):
             return
         if distributed.is_main():
             tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self._tensors.items()}
-            header = {"format": _FILE_FORMAT, "version": _FILE_VERSION, "meta": json.dumps(self.metadata())}
+            meta = json.dumps(self.metadata())
+            header = {
+                "format": _FILE_FORMAT,
+                "version": _FILE_VERSION,
+                "meta": meta,
+                "meta_sha256": text_digest(meta),
+                "tensor_sha256": json.dumps({k: tensor_digest(v) for k, v in tensors.items()}),
+            }
             save_file(tensors, os.fspath(path), metadata=header)
         distributed.barrier()
 
@@ -278,6 +301,10 @@ class Importances(Mapping[str, torch.Tensor]):
         cls, path: str | os.PathLike, *, model: nn.Module | None = None, device: torch.device | str = "cpu"
     ) -> Importances:
         """Read a file written by `save`. Executes no code; checks it against `model` if given.
+
+        Every tensor and the metadata are checked against the checksums `save` recorded;
+        a mismatch is a ValueError naming the damaged part. Files from before checksums
+        were recorded load with a warning.
 
         A folder written by `save` from sharded importances loads onto `model`'s own
         sharding (DTensor parameters get DTensor importances, reading only this rank's
@@ -296,22 +323,57 @@ class Importances(Mapping[str, torch.Tensor]):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"no importance file at {path!r}")
         try:
-            with safe_open(path, framework="pt", device=str(device)) as f:
+            with safe_open(path, framework="pt", device="cpu") as f:  # on the CPU, where the checksums are computed
                 header = f.metadata() or {}
                 tensors = {k: f.get_tensor(k) for k in f.keys()}
         except Exception as e:  # safetensors raises several types for a damaged file
             raise ValueError(f"{path!r} is not a readable safetensors file ({e})") from e
         if header.get("format") != _FILE_FORMAT:
             raise ValueError(f"{path!r} is a safetensors file but not one written by ssd_fast.Importances.save")
-        if header.get("version") != _FILE_VERSION:
+        version = header.get("version")
+        if version == _FILE_VERSION:
+            _verify_checksums(path, header, tensors)
+        elif version == _UNCHECKED_VERSION:
+            warnings.warn(
+                f"{path!r} was written by an earlier ssd_fast (importance file version {version}) and carries no "
+                "checksums, so damage to its values cannot be detected; save it again to add them",
+                UserWarning,
+                stacklevel=2,
+            )
+        else:
             raise ValueError(
-                f"{path!r} has importance file version {header.get('version')!r}; expected {_FILE_VERSION}"
+                f"{path!r} has importance file version {version!r}; this ssd_fast reads versions "
+                f"{_UNCHECKED_VERSION} and {_FILE_VERSION}"
             )
         try:
             meta = json.loads(header["meta"])
-            out = cls(tensors, **meta)
+            out = cls({k: v.to(device) for k, v in tensors.items()}, **meta)
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path!r} has a damaged metadata header ({e})") from e
         if model is not None:
             out.check_model(model)
         return out
+
+
+def _verify_checksums(path: str, header: dict[str, str], tensors: dict[str, torch.Tensor]) -> None:
+    """ValueError naming the first part of the file whose checksum does not match."""
+    if "meta" not in header or header.get("meta_sha256") != text_digest(header["meta"]):
+        raise ValueError(
+            f"{path!r} is damaged: its metadata does not match the checksum recorded when it was saved; "
+            "recompute the importances or use an intact copy"
+        )
+    try:
+        recorded = json.loads(header["tensor_sha256"])
+    except (KeyError, json.JSONDecodeError):
+        recorded = None
+    if not isinstance(recorded, dict) or set(recorded) != set(tensors):
+        raise ValueError(
+            f"{path!r} is damaged: its list of tensor checksums is missing or does not name the tensors it holds; "
+            "recompute the importances or use an intact copy"
+        )
+    for name, t in tensors.items():
+        if tensor_digest(t) != recorded[name]:
+            raise ValueError(
+                f"{path!r} is damaged: tensor {name!r} does not match the checksum recorded when it was saved "
+                "(its bytes changed); recompute the importances or use an intact copy"
+            )

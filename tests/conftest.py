@@ -8,6 +8,20 @@ from torch import nn
 
 CUDA = torch.cuda.is_available()
 
+
+def pytest_report_header(config) -> str:
+    """Which CPU and vector width ran the tests (see scripts/test.sh, SSD_FAST_TEST_CPU_CAPABILITIES)."""
+    import platform
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"cpu: {model}; torch CPU capability: {torch.backends.cpu.get_cpu_capability()}"
+
+
 # CPU always; CUDA only where a GPU is present (the device machine), never required.
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU"))]
 

@@ -17,6 +17,9 @@ Differences that do not change the dampened model in the published workflow:
 - gradients come from `torch.autograd.grad`, so `.grad` fields and the optimizer are
   left alone (the published code leaves the last batch's gradients in `.grad`);
 - importances are fp32 whatever the parameter dtype;
+- the perturber remembers how `calc_importance`'s dicts were computed, so that
+  `modify_weight` can refuse swapped or stale importances before writing (other dicts get
+  a warning instead);
 - frozen parameters (requires_grad=False) are never dampened; the published code gives
   them zero importance, so it never selects them either;
 - `magnitude_diff`, `min_layer`, `max_layer` and `forget_threshold` are accepted and
@@ -33,13 +36,16 @@ import torch
 from torch import nn
 
 from .. import _checks
-from .._batches import to_device
-from ..dampen import dampen
-from ..importance import BatchGradientAccumulator
+from .._batches import count_samples, to_device
+from .._checkpoint import take_probe
+from .._pairing import model_fingerprint
+from ..dampen import dampen, prepare
 from ..importances import Importances
 from ._layouts import Unpack, make_unpack
+from ._objective import PublishedAccumulator
 from ._positional import rekey_by_model
 from ._published import published_dampen_
+from ._recorded import Records
 
 PUBLISHED_KEYS = (
     "lower_bound",
@@ -132,6 +138,7 @@ class ParameterPerturber:
         self.parameters = _check_parameters(parameters)
         self.unpack = make_unpack(batch_layout)
         self.label_free = label_free
+        self._records = Records()  # what calc_importance's dicts were computed from, for modify_weight
         # The published attribute names, for code that reads them.
         for key in PUBLISHED_KEYS:
             setattr(self, key, self.parameters[key])
@@ -145,10 +152,14 @@ class ParameterPerturber:
             )
 
     def calc_importance(self, dataloader: Iterable) -> dict[str, torch.Tensor]:
-        """Mean over batches of the squared gradient of each batch's mean loss.
+        """Mean over batches of the squared gradient of each batch's mean loss (LFSSD: of |g|
+        of the mean squared output norm, written as the published code writes it).
 
         Runs in the model's current train/eval mode, as the published code does. Returns
-        {parameter name: fp32 tensor}; parameters without a gradient get zeros.
+        {parameter name: fp32 tensor}; parameters without a gradient get zeros. The
+        perturber remembers how the dict was computed (sample count, the model's checkpoint
+        probe), so that `modify_weight`, given this dict unmodified, runs every check
+        `ssd_fast.dampen` runs on `Importances`.
         """
         _checks.batches(dataloader, "dataloader", "an iterable of batches")
         self._check_device()
@@ -157,43 +168,67 @@ class ParameterPerturber:
         if not trainable:
             raise ValueError("the model has no parameters with requires_grad=True, so nothing has an importance")
         sums = {n: torch.zeros(p.shape, dtype=torch.float32, device=p.device) for n, p in all_params.items()}
-        accumulate = BatchGradientAccumulator(self.model, trainable, label_free=self.label_free, loss_fn=None)
-        n_batches = 0
+        accumulate = PublishedAccumulator(self.model, trainable, label_free=self.label_free)
+        n_batches = n_samples = 0
+        batch_size = None
         with torch.enable_grad():
             for batch in dataloader:
                 x, y = self.unpack(batch)
+                size = count_samples(x)
+                batch_size = size if batch_size is None else batch_size
                 accumulate(to_device(x, self.device), None if self.label_free else to_device(y, self.device), sums)
                 n_batches += 1
+                n_samples += size
         if n_batches == 0:
             raise ValueError("dataloader yielded no batches, so there is nothing to estimate importance from")
         torch._foreach_div_(list(sums.values()), float(n_batches))
+        recorded = Importances(
+            sums,
+            mode="batch",
+            label_free=self.label_free,
+            n_samples=n_samples,
+            n_batches=n_batches,
+            batch_size=batch_size,
+            fingerprint=model_fingerprint(self.model),
+            checkpoint_probe=take_probe(self.model),
+        )
+        self._records.keep(sums, recorded)
         return sums
 
     def _kernel_expresses(self) -> bool:
         p = self.parameters
         return p["exponent"] == 1.0 and p["lower_bound"] == 1.0 and p["selection_weighting"] > 0
 
+    def _importances(self, given: object, what: str) -> Importances | dict[str, torch.Tensor]:
+        """The Importances `calc_importance` recorded, when `given` is its unmodified result;
+        otherwise `given` re-keyed by the model's names and moved beside the parameters, as a
+        plain dict (which `ssd_fast.dampen` checks as far as a dict allows, and says so)."""
+        recorded = self._records.find(given)
+        if recorded is not None:
+            return recorded
+        params = dict(self.model.named_parameters())
+        return {n: t.to(params[n].device) for n, t in rekey_by_model(self.model, given, what).items()}
+
     def modify_weight(
         self, original_importance: Mapping[str, torch.Tensor], forget_importance: Mapping[str, torch.Tensor]
     ) -> None:
         """Select f > alpha * d and scale those parameters by min(lambda * d / f, 1), in place.
 
-        Everything is validated (pairing, shapes, finite non-negative values) before the
-        first parameter is written.
+        Everything is validated before the first parameter is written: pairing, shapes,
+        finite non-negative values, and for the dicts `calc_importance` returned, the
+        checks their record allows (forget and full swapped, another checkpoint).
         """
-        full = rekey_by_model(self.model, original_importance, "original_importance")
-        forget = rekey_by_model(self.model, forget_importance, "forget_importance")
-        params = dict(self.model.named_parameters())
-        full_imp = Importances({n: t.to(params[n].device) for n, t in full.items()})
-        forget_imp = Importances({n: t.to(params[n].device) for n, t in forget.items()})
+        full = self._importances(original_importance, "original_importance")
+        forget = self._importances(forget_importance, "forget_importance")
         alpha = self.parameters["selection_weighting"]
         lam = self.parameters["dampening_constant"]
         if self._kernel_expresses():
-            dampen(self.model, forget_imp, full_imp, alpha=alpha, lam=lam)
+            dampen(self.model, forget, full, alpha=alpha, lam=lam)
             return
-        triples = [(p, forget_imp[n], full_imp[n]) for n, p in params.items() if p.requires_grad]
+        checked = prepare(self.model, forget, full, backend="reference")  # every check, nothing written
+        params = dict(self.model.named_parameters())
         published_dampen_(
-            triples,
+            [(params[n], checked.forget[n], checked.full[n]) for n in checked.names],
             alpha=alpha,
             lam=lam,
             exponent=self.parameters["exponent"],

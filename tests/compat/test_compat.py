@@ -236,3 +236,90 @@ def test_bad_input_raises_before_the_model_is_touched(call, error, match) -> Non
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert model.training
+
+
+def _published_importance(model: nn.Module, loader, label_free: bool) -> dict[str, torch.Tensor]:
+    """The published calc_importance, line by line: .backward() per batch, += grad**2 (LFSSD: |grad|)."""
+    sums = {n: torch.zeros_like(p) for n, p in model.named_parameters()}
+    for x, _, y in loader:
+        model.zero_grad()
+        out = model(x)
+        loss = torch.norm(out, p="fro", dim=1).pow(2).mean() if label_free else nn.CrossEntropyLoss()(out, y)
+        loss.backward()
+        for n, p in model.named_parameters():
+            if p.grad is not None:
+                sums[n] += p.grad.data.clone().abs() if label_free else p.grad.data.clone().pow(2)
+    return {n: s / float(len(loader)) for n, s in sums.items()}
+
+
+@pytest.mark.parametrize("label_free", [False, True])
+def test_calc_importance_is_the_published_result_bit_for_bit(label_free: bool) -> None:
+    """LFSSD included: compat writes the published torch.norm(out, "fro", dim=1).pow(2), not the
+    main API's out.square().sum(1), which rounds differently."""
+    full, _ = _loaders("published")
+    model, expected_model = _model().eval(), _model().eval()
+    pdr = ParameterPerturber(
+        model, None, "cpu", {"dampening_constant": 1, "selection_weighting": 10}, label_free=label_free
+    )
+    got = pdr.calc_importance(full)
+    expected = _published_importance(expected_model, full, label_free)
+    for n in expected:
+        assert torch.equal(got[n], expected[n]), n
+
+
+def test_the_published_flow_records_what_dampen_checks_and_warns_about_nothing() -> None:
+    full, forget = _loaders("published")
+    model = _model().eval()
+    pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0})
+    d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
+    assert type(d) is dict and type(f) is dict  # as published
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        pdr.modify_weight(d, f)
+    _assert_same_state(model.state_dict(), _reference_result(alpha=2.0, lam=1.0))
+
+
+@pytest.mark.parametrize("parameters", [{}, {"exponent": 2.0}], ids=["kernel", "published_rule"])
+def test_swapped_importances_are_refused_before_writing(parameters) -> None:
+    full, forget = _loaders("published")
+    model = _model().eval()
+    pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0, **parameters})
+    d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="come from 48 samples but the full ones from only 16"):  # the counts
+        pdr.modify_weight(f, d)  # the published signature takes the full importance first
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_importances_of_the_model_before_new_weights_are_refused() -> None:
+    full, forget = _loaders("published")
+    model = _model().eval()
+    pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0})
+    d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
+    model.load_state_dict(_model(seed=5).state_dict())  # e.g. a later checkpoint loaded into the same model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="another checkpoint"):
+        pdr.modify_weight(d, f)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+
+
+def test_edited_or_plain_dicts_lose_the_record_and_say_so() -> None:
+    full, forget = _loaders("published")
+    model = _model().eval()
+    pdr = ParameterPerturber(model, None, "cpu", {"dampening_constant": 1.0, "selection_weighting": 2.0})
+    d, f = pdr.calc_importance(full), pdr.calc_importance(forget)
+    d["0.bias"].mul_(1.0)  # written in place: the record may no longer describe these values
+    with pytest.warns(UserWarning, match="could not run: forget and full swapped"):
+        pdr.modify_weight(d, dict(f))
+
+
+def test_calc_importance_saves_and_loads_as_the_plain_dict_it_was(tmp_path) -> None:
+    """Published scripts torch.save their importances; weights_only loading must still read them."""
+    full, _ = _loaders("published")
+    pdr = ParameterPerturber(_model().eval(), None, "cpu", {"dampening_constant": 1, "selection_weighting": 10})
+    d = pdr.calc_importance(full)
+    torch.save(d, tmp_path / "imp.pt")
+    back = torch.load(tmp_path / "imp.pt", weights_only=True)
+    assert type(back) is dict and back.keys() == d.keys() and all(torch.equal(back[k], d[k]) for k in d)

@@ -99,8 +99,9 @@ def test_unselected_bits_are_untouched_and_d_zero_zeroes():
     model = nn.Linear(4, 1, bias=False)
     with torch.no_grad():
         model.weight.copy_(torch.tensor([[1.5, -0.0, 2.0, 3.0]]))
-    forget = {"weight": torch.tensor([[1.0, 1.0, 0.0, 0.5]])}
-    full = {"weight": torch.tensor([[0.0, 0.0, 0.0, 0.1]])}
+    # Importances, not dicts: from values alone, f > 0 only where d == 0 reads as forget and full swapped
+    forget = ssd_fast.Importances({"weight": torch.tensor([[1.0, 1.0, 0.0, 0.5]])})
+    full = ssd_fast.Importances({"weight": torch.tensor([[0.0, 0.0, 0.0, 0.1]])})
     report = ssd_fast.dampen(model, forget, full, alpha=2.0, lam=1.0)
     # d = 0 < f selects and zeroes; f = 0 is never selected; 0.5 > 0.2 dampens by 0.2
     torch.testing.assert_close(model.weight.detach(), torch.tensor([[0.0, -0.0, 2.0, 0.6]]))

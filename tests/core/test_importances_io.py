@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import warnings
+
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 import ssd_fast
@@ -68,6 +72,7 @@ def test_foreign_safetensors_file_is_refused(tmp_path):
         Importances.load(path)
 
 
+@pytest.mark.filterwarnings("ignore:.*carries no checksums")  # hand-made version-1 files
 def test_damaged_metadata_is_refused(imp, tmp_path):
     path = tmp_path / "meta.safetensors"
     save_file(
@@ -79,6 +84,7 @@ def test_damaged_metadata_is_refused(imp, tmp_path):
         Importances.load(path)
 
 
+@pytest.mark.filterwarnings("ignore:.*carries no checksums")  # hand-made version-1 files
 def test_file_with_nan_is_refused(imp, tmp_path):
     path = tmp_path / "nan.safetensors"
     tensors = {k: v.clone() for k, v in imp.items()}
@@ -128,3 +134,58 @@ def test_is_read_only_mapping(imp):
 def test_to_moves_and_keeps_metadata(imp):
     moved = imp.to("cpu")
     assert moved.metadata() == imp.metadata() and moved is not imp
+
+
+def _data_offset(raw: bytes, name: str) -> int:
+    """Where tensor `name`'s bytes start in a safetensors file (8-byte header length, JSON header, data)."""
+    n = int.from_bytes(raw[:8], "little")
+    return 8 + n + json.loads(raw[8 : 8 + n])[name]["data_offsets"][0]
+
+
+def test_a_flipped_data_byte_is_refused_naming_the_tensor(imp, tmp_path):
+    """A flip in a value's low mantissa byte changes it by ~1e-7 relative: no NaN, no sign change, so
+    only the checksum can tell (the issue's 0.0014481494 -> 0.0014481295 was such a flip)."""
+    path = tmp_path / "flipped.safetensors"
+    imp.save(path)
+    raw = bytearray(path.read_bytes())
+    at = _data_offset(bytes(raw), "fc.weight") + 4 * 5  # element 5, its least significant byte (little-endian)
+    raw[at] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with safe_open(str(path), framework="pt") as f:  # the damage is invisible to safetensors itself
+        changed = f.get_tensor("fc.weight")
+    assert torch.isfinite(changed).all() and (changed >= 0).all() and not torch.equal(changed, imp["fc.weight"])
+    with pytest.raises(ValueError, match=r"is damaged: tensor 'fc.weight' does not match the checksum"):
+        Importances.load(path)
+
+
+def test_a_flipped_metadata_byte_is_refused(imp, tmp_path):
+    path = tmp_path / "meta_flipped.safetensors"
+    imp.save(path)
+    raw = path.read_bytes()
+    key = f'n_samples\\": {imp.n_samples}'.encode()  # the metadata is JSON text inside the JSON header
+    assert raw.count(key) == 1
+    damaged = raw.replace(key, f'n_samples\\": {imp.n_samples + 1}'.encode()[: len(key)])
+    assert len(damaged) == len(raw) and damaged != raw
+    path.write_bytes(damaged)
+    with pytest.raises(ValueError, match="is damaged: its metadata does not match the checksum"):
+        Importances.load(path)
+
+
+def test_saved_files_record_checksums_and_load_without_warnings(imp, tmp_path):
+    path = tmp_path / "ok.safetensors"
+    imp.save(path)
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata()
+    assert header["version"] == "2" and set(json.loads(header["tensor_sha256"])) == set(imp)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Importances.load(path)
+
+
+def test_files_from_before_checksums_load_with_a_note(imp, tmp_path):
+    path = tmp_path / "v1.safetensors"
+    header = {"format": "ssd_fast.importances", "version": "1", "meta": json.dumps(imp.metadata())}
+    save_file({k: v.contiguous() for k, v in imp.items()}, str(path), metadata=header)
+    with pytest.warns(UserWarning, match="carries no checksums"):
+        back = Importances.load(path)
+    assert back.metadata() == imp.metadata() and all(torch.equal(back[k], imp[k]) for k in imp)

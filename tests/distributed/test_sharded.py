@@ -101,7 +101,8 @@ def test_per_sample_importance_of_fsdp_model_equals_one_process_over_the_union(r
         assert meta["checkpoint_probe"] == want.checkpoint_probe
         for name, t in want.items():
             got = result["per_sample"]["tensors"][name]
-            torch.testing.assert_close(got, t, rtol=1e-6, atol=1e-6 * float(t.abs().max()))
+            # another summation order over 44 samples: within 43 * 2**-24 = 2.6e-6 of the largest value
+            torch.testing.assert_close(got, t, rtol=1e-5, atol=1e-5 * float(t.abs().max()))
         # one reduce-scatter per tensor per batch (6 tensors x 3 batches; no gradient is formed, so
         # FSDP2 reduce-scatters nothing of its own), one all_reduce for the counts and the checkpoint probe
         assert result["per_sample"]["collectives"]["c10d::_reduce_scatter_base_"] == 18

@@ -15,6 +15,8 @@ from ssd_fast.eval.data import fashion_mnist_available, load_fashion_mnist, make
 from ssd_fast.eval.models import SmallCNN
 from ssd_fast.eval.training import train
 
+from ..selection import assert_close_where, assert_same_selection
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
@@ -39,10 +41,6 @@ def importances(trained):
     return forget, full
 
 
-def selected_masks(forget, full, alpha):
-    return {name: reference.selection_mask(forget[name], full[name], alpha) for name in full}
-
-
 @pytest.mark.parametrize("label_free", [False, True])
 def test_importance_and_dampen_match_reference(trained, label_free):
     model, splits = trained
@@ -62,16 +60,17 @@ def test_importance_and_dampen_match_reference(trained, label_free):
     report = ssd_fast.dampen(fast_model, forget, full, alpha=alpha, lam=1.0)
     # The oracle dampens with its own importances: any difference in them shows up here.
     ref_counts = reference.dampen(ref_model, ref_forget, ref_full, alpha=alpha, lam=1.0)
-    fast_sets = selected_masks(forget, full, alpha)
-    ref_sets = selected_masks(ref_forget, ref_full, alpha)
-    for name in ref_sets:
-        # a borderline element may flip on importance rounding; there must be (almost) none
-        assert (fast_sets[name] != ref_sets[name]).sum() <= max(1, ref_sets[name].numel() // 100_000), name
+    # The importances agree up to rounding (the fused accumulation may round differently), so an
+    # element whose ratio sits at alpha may flip: compared outside those (tests/selection.py).
+    compared = assert_same_selection(
+        {n: (forget[n], full[n]) for n in full}, {n: (ref_forget[n], ref_full[n]) for n in ref_full}, alpha
+    )
+    unsure = sum(int((~keep).sum()) for keep in compared.values())
     assert report.selected > 0
-    assert abs(report.selected - sum(ref_counts.values())) <= len(ref_counts)
-    for (name, p), (_, q) in zip(fast_model.named_parameters(), ref_model.named_parameters()):
-        same = fast_sets[name] == ref_sets[name]
-        torch.testing.assert_close(p[same], q[same], rtol=1e-5, atol=1e-7, msg=name)
+    assert abs(report.selected - sum(ref_counts.values())) <= unsure
+    assert_close_where(
+        dict(fast_model.named_parameters()), dict(ref_model.named_parameters()), compared, rtol=1e-5, atol=1e-7
+    )
 
 
 def test_dampen_on_shared_importances_is_exact(trained, importances):

@@ -1,0 +1,3 @@
+from ..eval.bench import main
+
+main()
