@@ -93,9 +93,11 @@ def register(
             all ranks); "dataset": SUPREME's `len(loader.dataset)`.
         progress: progress bars while importances are computed (rank 0 only).
 
-    Returns the names registered. Needs the `supreme` package (supreme-unlearning).
+    The settings hold for every method this module runs in this process, those registered
+    by an earlier call included. Returns the names registered. Needs the `supreme`
+    package (supreme-unlearning).
     """
-    methods = list(methods)
+    methods = [methods] if isinstance(methods, str) else list(methods)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods:
         raise ValueError(f"methods must be some of {tuple(METHODS)}, got {methods!r}")

@@ -79,6 +79,7 @@ def _near_threshold(base, name: str, forget_loader, full_loader) -> dict[str, to
 
 
 def test_register_puts_ssd_fast_behind_supremes_own_names():
+    assert ours.register("ssd", progress=False) == ["ssd"]  # one name, not its letters
     assert ours.register(progress=False) == list(METHODS)
     from supreme.utils import project_config
 
