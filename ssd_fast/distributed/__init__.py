@@ -5,7 +5,7 @@ registers itself on import (see _hooks), so the core never imports it. Each answ
 no-op outside a process group or for plain tensors.
 For users: `rank_local()`, a block in which ssd_fast ignores the process group.
 - `unwrap`: importances are keyed by the innermost module's parameter names, so one
-  stored importance serves the plain, DDP, DataParallel and compiled model alike.
+  stored importance serves the plain, DDP, DataParallel, compiled and Fabric-wrapped model alike.
 - `importance_sums` / `reduce_importance`: each rank accumulates its own batches into
   views of one flat buffer; ONE all_reduce of that buffer sums the sums and counts, and
   every rank holds the global importance.
