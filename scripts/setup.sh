@@ -22,6 +22,9 @@ fi
 # shellcheck disable=SC1091
 . .venv/bin/activate
 python -m pip install -q --disable-pip-version-check -r requirements.txt
+# SUPREME pins a GPU stack (torchaudio, wandb, ...); its SSD methods, which the tests run
+# against ssd_fast's, need only torch, numpy and Lightning: install it without its pins.
+python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 
 fmnist=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 if [ ! -e "$fmnist" ]; then

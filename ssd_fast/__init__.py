@@ -14,7 +14,7 @@ ParameterPerturber), and the evaluation harness `ssd_fast.eval` (data, models, m
 baselines, and the benchmark `python -m ssd_fast.eval.bench`), which the core never imports.
 """
 
-from . import reference
+from . import distributed, reference  # noqa: F401  (distributed registers its hooks with the core: ssd_fast._parallel)
 from .auto_alpha import auto_alpha
 from .dampen import Dampener, dampen, prepare
 from .importance import importance

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import distributed
+from . import _parallel
 from ._pairing import named_parameters
 
 PROBE_TENSORS = 8
@@ -49,8 +49,8 @@ def _probed(params: dict[str, nn.Parameter]) -> list[str]:
 @torch.no_grad()
 def _read(params: dict[str, nn.Parameter], names: list[str]) -> dict[str, list[float]]:
     """The probed values of `names`, with one copy and one read per device (one all_reduce when sharded)."""
-    if distributed.any_dtensor(params[n] for n in names):
-        values = distributed.read_positions([(params[n], _positions(params[n].numel())) for n in names])
+    if _parallel.any_dtensor(params[n] for n in names):
+        values = _parallel.read_positions([(params[n], _positions(params[n].numel())) for n in names])
         return dict(zip(names, values))
     views = {n: _probe_view(params[n]).float() for n in names}
     by_device: dict[torch.device, list[str]] = {}
@@ -78,9 +78,9 @@ class ProbeRead:
     def __init__(self, model: nn.Module):
         self._params = named_parameters(model)
         self._names = _probed(self._params)
-        sharded = distributed.any_dtensor(self._params[n] for n in self._names)
+        sharded = _parallel.any_dtensor(self._params[n] for n in self._names)
         items = [(self._params[n], _positions(self._params[n].numel())) for n in self._names]
-        self._pending = distributed.PositionRead(items) if sharded else None
+        self._pending = _parallel.position_read(items) if sharded else None
         self.parts: list[torch.Tensor] = self._pending.parts if self._pending else []
 
     def values(self) -> dict[str, list[float]]:

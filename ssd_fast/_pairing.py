@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from .distributed import unwrap
+from ._parallel import unwrap
 
 
 def model_fingerprint(model: nn.Module) -> str:

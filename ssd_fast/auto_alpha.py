@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 import torch
 
-from . import _checks, distributed
+from . import _checks, _parallel
 from .importances import Importances
 
 
@@ -81,8 +81,8 @@ def resolve_auto_alpha(
     n_forget, n_full = _sample_counts(forget, full)
     q = assd_percentile(n_forget, n_full)
     pairs = list(pairs)
-    if distributed.any_dtensor(t for pair in pairs for t in pair):
-        alpha = distributed.sharded_percentile(pairs, q)  # exact, over every rank's shards
+    if _parallel.any_dtensor(t for pair in pairs for t in pair):
+        alpha = _parallel.sharded_percentile(pairs, q)  # exact, over every rank's shards
     else:
         ratios = _finite_ratios(pairs)
         alpha = _percentile(ratios, q) if ratios.numel() else None

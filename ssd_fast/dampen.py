@@ -21,7 +21,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from . import _checks, _ops, distributed, reference
+from . import _checks, _ops, _parallel, reference
 from ._checkpoint import check_probes
 from ._pairing import named_parameters, pair_with_model
 from ._plain_dicts import check_zero_patterns, is_plain, warn_missing_checks
@@ -259,7 +259,7 @@ class Dampener:
             found: list[CountGroup] = [(g.positions, g.run(alpha, lam)) for g in self._groups]
         seconds = time.perf_counter() - start
         if self._sharded is not None:  # a collective: now, on every rank, never when one rank reads the report
-            counts = distributed.global_selected(list(self._sharded), read_counts(len(self._names), found))
+            counts = _parallel.global_selected(list(self._sharded), read_counts(len(self._names), found))
             found = [(tuple(range(len(self._names))), counts)]
         return DampenReport(alpha, lam, self.backend, seconds, partial(self._layers, found))
 
@@ -366,10 +366,10 @@ def _prepare(
     _check_not_swapped(forget_imp, full_imp)
     params = named_parameters(model)  # one walk of the module tree, keyed as the unwrapped model names them
     pairs = _pairs(params, forget_imp, full_imp)
-    if (is_plain(forget) or is_plain(full)) and not distributed.any_dtensor(p for _, p, _, _ in pairs):
+    if (is_plain(forget) or is_plain(full)) and not _parallel.any_dtensor(p for _, p, _, _ in pairs):
         check_zero_patterns([(f, d) for _, _, f, d in pairs])  # no sample counts: the values' zeros still tell
     check_probes(params, {"forget": forget_imp.checkpoint_probe, "full": full_imp.checkpoint_probe})
-    local = distributed.local_pairs(pairs)  # a sharded model: each rank's own shards, no gather
+    local = _parallel.local_pairs(pairs)  # a sharded model: each rank's own shards, no gather
     devices = [p.device for _, p, _, _ in local]
     backends = _choose_backends([d.type for d in set(devices)], backend)
     dampener = Dampener(
@@ -379,7 +379,7 @@ def _prepare(
         forget=forget_imp,
         full=full_imp,
         snapshot=None,
-        sharded=tuple(p for _, p, _, _ in pairs) if distributed.any_dtensor(p for _, p, _, _ in pairs) else None,
+        sharded=tuple(p for _, p, _, _ in pairs) if _parallel.any_dtensor(p for _, p, _, _ in pairs) else None,
     )
     if snapshot:
         dampener.take_snapshot()

@@ -16,7 +16,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from . import _checks, _ops, distributed
+from . import _checks, _ops, _parallel
 from ._batches import Unpack, count_samples, eval_mode, model_device, to_device, unpack_batch, with_progress
 from ._checkpoint import ProbeRead
 from ._hf import task_of
@@ -104,8 +104,8 @@ class BatchGradientAccumulator:
 def _make_accumulator(
     mode: str, model: nn.Module, params: dict[str, nn.Parameter], label_free: bool, loss_fn: LossFn | None
 ):
-    if distributed.any_dtensor(params.values()):  # a sharded (FSDP2) model: see ssd_fast.distributed
-        return distributed.sharded_accumulator(mode, model, params, label_free=label_free, loss_fn=loss_fn)
+    if _parallel.any_dtensor(params.values()):  # a sharded (FSDP2) model: see ssd_fast.distributed
+        return _parallel.sharded_accumulator(mode, model, params, label_free=label_free, loss_fn=loss_fn)
     if mode == "batch":
         return BatchGradientAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
     return PerSampleAccumulator(model, params, label_free=label_free, loss_fn=loss_fn)
@@ -188,13 +188,13 @@ def importance(
     """
     _check_arguments(model, data, mode, label_free, loss_fn, unpack, precision)
     # Keyed by the wrapped module's names; run on it directly, so DDP's gradient all-reduce never runs.
-    model = distributed.unwrap(model)
+    model = _parallel.unwrap(model)
     device = torch.device(device) if device is not None else model_device(model)
     all_params = dict(model.named_parameters())
     trainable = {n: p for n, p in all_params.items() if p.requires_grad}
     if not trainable:
         raise ValueError("the model has no parameters with requires_grad=True, so nothing has an importance")
-    sums = distributed.importance_sums(all_params)
+    sums = _parallel.importance_sums(all_params)
     accumulate = _make_accumulator(mode, model, trainable, label_free, loss_fn)
     watch = _NonFiniteWatch(sums, trainable)
 
@@ -202,7 +202,7 @@ def importance(
     batch_size = None
     try:
         with eval_mode(model), torch.enable_grad(), precision_scope(precision, device.type):
-            for batch in with_progress(data, progress and distributed.is_main(), desc=f"importance ({mode})"):
+            for batch in with_progress(data, progress and _parallel.is_main(), desc=f"importance ({mode})"):
                 inputs, targets = unpack_batch(batch, unpack, label_free=label_free)
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
                 size = count_samples(inputs)
@@ -216,9 +216,9 @@ def importance(
         if close is not None:
             close()
     probe = ProbeRead(model)  # the parameters are as they were: importance changes none of them
-    n_samples, n_batches, batch_size = distributed.reduce_importance(
+    n_samples, n_batches, batch_size = _parallel.reduce_importance(
         sums,
-        distributed.Counts(n_samples, n_batches, batch_size),
+        _parallel.Counts(n_samples, n_batches, batch_size),
         global_batches=getattr(accumulate, "global_batches", False),
         extra=probe.parts,
     )
@@ -227,7 +227,7 @@ def importance(
     watch.check()
 
     divisor = n_batches if mode == "batch" else n_samples
-    torch._foreach_div_([distributed.local(s) for s in sums.values()], float(divisor))
+    torch._foreach_div_([_parallel.local(s) for s in sums.values()], float(divisor))
     return Importances(
         sums,
         mode=mode,

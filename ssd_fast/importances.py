@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _checks, distributed
+from . import _checks, _parallel
 from ._checkpoint import take_probe
 from ._checksums import tensor_digest, text_digest
 from ._pairing import model_fingerprint, pair_with_model
@@ -80,7 +80,7 @@ def _check_values(tensors: dict[str, torch.Tensor]) -> None:
     A sharded (DTensor) importance is checked on this rank's shard, with no communication."""
     if not tensors:
         return
-    local = [distributed.local(t) for t in tensors.values()]
+    local = [_parallel.local(t) for t in tensors.values()]
     flags = [torch.stack([torch.isfinite(t).all(), (t >= 0).all()]).cpu() for t in local]
     for name, (finite, nonneg) in zip(tensors, torch.stack(flags).tolist()):
         if not finite:
@@ -280,10 +280,10 @@ class Importances(Mapping[str, torch.Tensor]):
         """
         from safetensors.torch import save_file
 
-        if distributed.any_dtensor(self._tensors.values()):
-            distributed.save_sharded(self._tensors, self.metadata(), path)
+        if _parallel.any_dtensor(self._tensors.values()):
+            _parallel.save_sharded(self._tensors, self.metadata(), path)
             return
-        if distributed.is_main():
+        if _parallel.is_main():
             tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in self._tensors.items()}
             meta = json.dumps(self.metadata())
             header = {
@@ -294,7 +294,7 @@ class Importances(Mapping[str, torch.Tensor]):
                 "tensor_sha256": json.dumps({k: tensor_digest(v) for k, v in tensors.items()}),
             }
             save_file(tensors, os.fspath(path), metadata=header)
-        distributed.barrier()
+        _parallel.barrier()
 
     @classmethod
     def load(
@@ -313,9 +313,7 @@ class Importances(Mapping[str, torch.Tensor]):
 
         path = os.fspath(path)
         if os.path.isdir(path):  # sharded importances: a folder of per-rank files
-            tensors, meta = distributed.load_sharded(
-                path, distributed.unwrap(model) if model is not None else None, device
-            )
+            tensors, meta = _parallel.load_sharded(path, _parallel.unwrap(model) if model is not None else None, device)
             out = cls(tensors, **meta)
             if model is not None:
                 out.check_model(model)

@@ -1,9 +1,11 @@
-"""ssd_fast under torch.distributed: DDP, DataParallel, torch.compile and FSDP2 / DTensor.
+"""ssd_fast under torch.distributed: DDP, DataParallel, torch.compile, Lightning Fabric and FSDP2 / DTensor.
 
-The core calls these hooks; each is a no-op outside a process group or for plain tensors.
+The core asks the interfaces in ssd_fast._parallel; this package implements them and
+registers itself on import (see _hooks), so the core never imports it. Each answer is a
+no-op outside a process group or for plain tensors.
 For users: `rank_local()`, a block in which ssd_fast ignores the process group.
 - `unwrap`: importances are keyed by the innermost module's parameter names, so one
-  stored importance serves the plain, DDP, DataParallel and compiled model alike.
+  stored importance serves the plain, DDP, DataParallel, compiled and Fabric-wrapped model alike.
 - `importance_sums` / `reduce_importance`: each rank accumulates its own batches into
   views of one flat buffer; ONE all_reduce of that buffer sums the sums and counts, and
   every rank holds the global importance.
@@ -23,6 +25,7 @@ For users: `rank_local()`, a block in which ssd_fast ignores the process group.
 from ._accumulators import sharded_accumulator
 from ._checkpoint import load_sharded, save_sharded
 from ._group import active, barrier, is_main, rank_local, world_size
+from ._hooks import register
 from ._importance import Counts, reduce_importance
 from ._positions import PositionRead, read_positions
 from ._reduce import importance_sums
@@ -30,6 +33,8 @@ from ._report import global_selected
 from ._select import sharded_percentile
 from ._sharded import any_dtensor, fp32_zeros_like, is_dtensor, local, local_pairs
 from ._unwrap import unwrap
+
+register()
 
 __all__ = [
     "Counts",

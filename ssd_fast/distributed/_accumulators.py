@@ -1,7 +1,7 @@
 """Which accumulator importance() uses for a sharded (DTensor) model, by mode.
 
-Imported lazily: the accumulators build on the core (importance, per_sample), which
-imports this package.
+Imported lazily: the accumulators build on the per-sample engine, which a process that
+never shards a model need not load.
 """
 
 from __future__ import annotations

@@ -8,19 +8,12 @@ rank's shard already holds the global value (see _sharded_batch).
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 
+from .._parallel import Counts
 from ._group import active, world_size
 from ._reduce import FlatSums, all_reduce_sums
 from ._sharded import is_dtensor, local
-
-
-class Counts(NamedTuple):
-    n_samples: int
-    n_batches: int
-    batch_size: int | None
 
 
 def _buffer_device(sums: list[torch.Tensor]) -> torch.device:

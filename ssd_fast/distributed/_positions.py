@@ -45,7 +45,6 @@ def _from_block(t: torch.Tensor, positions: list[int]) -> torch.Tensor:
     return out
 
 
-@torch.no_grad()
 class PositionRead:
     """`read_positions` in two steps, so that its all_reduce can ride on another collective.
 
@@ -53,6 +52,7 @@ class PositionRead:
     element): sum them over ranks, in place, in any all_reduce, then call `values()`.
     """
 
+    @torch.no_grad()  # on the methods: decorating the class is deprecated (a FutureWarning on import)
     def __init__(self, items: list[tuple[torch.Tensor, list[int]]]):
         self._items = items
         self._sharded = [i for i, (t, _) in enumerate(items) if is_dtensor(t)]
@@ -60,6 +60,7 @@ class PositionRead:
         # where a collective over the parts must run (CUDA under NCCL): beside the sharded tensors
         self.device = local(items[self._sharded[0]][0]).device if self._sharded else torch.device("cpu")
 
+    @torch.no_grad()
     def values(self) -> list[list[float]]:
         """For each (tensor, flat positions), the values there, as a whole tensor would give them."""
         values: list[list[float] | None] = [None] * len(self._items)

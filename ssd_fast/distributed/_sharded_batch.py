@@ -41,7 +41,7 @@ class ShardedBatchAccumulator:
             p.grad = None
 
     def __call__(self, inputs: object, targets: object, sums: dict[str, torch.Tensor]) -> None:
-        from ..importance import accumulate_squares_  # importance.py builds this class lazily
+        from ..importance import accumulate_squares_  # loaded only when a sharded model is seen
 
         if isinstance(targets, (Weighted, PerClass)):
             raise ValueError(f"{type(targets).__name__} targets need mode='per_sample'")

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from .._pairing import named_parameters
 from ..importances import Importances
 
 
@@ -29,7 +30,7 @@ def layer_starts(model: nn.Module, names: Mapping[str, torch.Tensor], limit: int
 
     Only parameters present in `names` (the importances' keys) count.
     """
-    weights = [n for n, p in model.named_parameters() if n in names and p.dim() >= 2][1:]
+    weights = [n for n, p in named_parameters(model).items() if n in names and p.dim() >= 2][1:]
     if len(weights) <= limit:
         return weights
     picks = sorted({round(j * (len(weights) - 1) / (limit - 1)) for j in range(limit)})
@@ -39,7 +40,7 @@ def layer_starts(model: nn.Module, names: Mapping[str, torch.Tensor], limit: int
 def dampen_only_from(model: nn.Module, forget: Importances, start: str) -> Importances:
     """`forget` with zero importance before `start`: SSD selects f > alpha * d, never f = 0,
     so those parameters are left bit-for-bit as they are."""
-    order = [n for n, _ in model.named_parameters() if n in forget]
+    order = [n for n in named_parameters(model) if n in forget]  # a wrapped model by its inner names
     if start not in order:
         raise ValueError(f"{start!r} is not a parameter with an importance")
     before = set(order[: order.index(start)])
