@@ -16,7 +16,7 @@ from pathlib import Path
 import ssd_fast
 
 ROOT = Path(ssd_fast.__file__).parent
-LAYERS_ABOVE_CORE = ("ssd_fast.distributed", "ssd_fast.integrations", "ssd_fast.eval")
+LAYERS_ABOVE_CORE = ("ssd_fast.distributed", "ssd_fast.integrations", "ssd_fast.eval", "ssd_fast.bench")
 NOT_CORE = (*LAYERS_ABOVE_CORE, "ssd_fast.compat")  # compat is a drop-in for another API, above the core too
 
 
