@@ -30,28 +30,22 @@ from ._chunks import add_power_sum_
 Tensor = torch.Tensor
 
 _CASTS = {Tensor.to, Tensor.float, Tensor.double, Tensor.half, Tensor.bfloat16, Tensor.type_as, Tensor.contiguous}
-_ARITH = {
-    torch.mul: 1.0,
-    Tensor.mul: 1.0,
-    Tensor.__mul__: 1.0,
-    Tensor.__rmul__: 1.0,
-    torch.add: 1.0,
-    Tensor.add: 1.0,
-    Tensor.__add__: 1.0,
-    Tensor.__radd__: 1.0,
-    torch.sub: -1.0,
-    Tensor.sub: -1.0,
-    Tensor.__sub__: -1.0,
-    Tensor.__rsub__: -1.0,
+# x op p for a binary op: (does p scale x, sign of p's term when p is the second argument).
+_BINARY = {
+    **dict.fromkeys((torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__), (True, 1.0)),
+    **dict.fromkeys((torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__), (False, 1.0)),
+    **dict.fromkeys((torch.sub, Tensor.sub, Tensor.__sub__), (False, -1.0)),
+    Tensor.__rsub__: (False, -1.0),  # __rsub__(a, b) computes b - a: the sign flips the other way
 }
-_MULS = {torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__}
-# Tensor.__rsub__(a, b) computes b - a: the second argument is the minuend.
-_REVERSED = {Tensor.__rsub__}
+_ADDCMUL = {torch.addcmul, Tensor.addcmul}  # input + value * t1 * t2 (GlobalResponseNorm's affine)
 
 
 def is_candidate(p: torch.nn.Parameter) -> bool:
-    """At most one dim larger than 1: a per-channel vector, or a scalar."""
-    return sum(1 for size in p.shape if size > 1) <= 1
+    """At most one dim larger than 1 (a per-channel vector, or a scalar), held in a plain tensor.
+
+    A tensor subclass (a sharded DTensor) is left to the ways that know it.
+    """
+    return type(p.detach()) is Tensor and sum(1 for size in p.shape if size > 1) <= 1
 
 
 class ScaleHub:
@@ -97,8 +91,9 @@ class Watched(Tensor):
         watched = [a for a in tree_leaves((args, kwargs)) if isinstance(a, Watched)]
         with torch._C.DisableTorchFunctionSubclass():
             plain_args, plain_kwargs = tree_map(_plain, (args, kwargs))
-            if func in _ARITH and len(watched) == 1 and not kwargs and len(args) == 2:
-                out = _arith(func, args, plain_args, watched[0])
+            terms = _terms(func, args, kwargs, watched)
+            if terms is not None:
+                out = _tapped(func, plain_args, plain_kwargs, terms)
                 if out is not None:
                     return out
             result = func(*plain_args, **plain_kwargs)
@@ -137,30 +132,65 @@ def _same_values(func, src: Watched, result: Tensor) -> bool:
     return big(result) == big(src)
 
 
-def _arith(func, args: tuple, plain_args: tuple, w: Watched) -> Tensor | None:
-    """x op p with the result tapped, or None when this use is not a per-sample scale or shift."""
-    hub = w._hub
-    p_index = 0 if args[0] is w else 1
-    x = plain_args[1 - p_index]
-    if not isinstance(x, Tensor) or x.dim() == 0 or x.shape[0] != hub.n:
+# One watched argument's part in an op: its per-sample gradient is the sum of
+# sign * dy * factor (factor None: sign * dy) over the dims it is broadcast along.
+Term = tuple  # (Watched, factor: Tensor | None, sign: float)
+
+
+def _terms(func, args: tuple, kwargs: dict, watched: list) -> list[Term] | None:
+    """Each watched argument's term, or None when the op is not an affine use of them."""
+    if func in _BINARY and len(args) == 2 and not kwargs and len(watched) == 1:
+        scales, sign = _BINARY[func]
+        p_index = 0 if args[0] is watched[0] else 1
+        other = args[1 - p_index]
+        if not isinstance(other, Tensor):
+            return None
+        if scales:
+            return [(watched[0], other, 1.0)]
+        reversed_sub = func is Tensor.__rsub__
+        return [(watched[0], None, sign if (p_index == 1) != reversed_sub else 1.0)]
+    if func in _ADDCMUL and len(args) == 3 and set(kwargs) <= {"value"}:
+        value = kwargs.get("value", 1.0)
+        base, t1, t2 = args
+        if not isinstance(value, (int, float)) or (isinstance(t1, Watched) and isinstance(t2, Watched)):
+            return None
+        terms = [(base, None, 1.0)] if isinstance(base, Watched) else []
+        if isinstance(t1, Watched) or isinstance(t2, Watched):
+            p, factor = (t1, t2) if isinstance(t1, Watched) else (t2, t1)
+            if not isinstance(factor, Tensor):
+                return None
+            terms.append((p, factor, float(value)))
+        return terms if len(terms) == len(watched) else None
+    return None
+
+
+def _tapped(func, plain_args: tuple, plain_kwargs: dict, terms: list[Term]) -> Tensor | None:
+    """The op's result, tapped so that each term adds its per-sample gradients; None if not per-sample."""
+    hub = terms[0][0]._hub
+    out = func(*plain_args, **plain_kwargs)
+    if not isinstance(out, Tensor) or out.dim() == 0 or out.shape[0] != hub.n:
         return None
-    out = func(*plain_args)
-    p_shape = (1,) * (out.dim() - w.dim()) + tuple(w.shape)
-    if out.dim() < w.dim() or out.shape[0] != hub.n or p_shape[0] != 1:
-        return None  # p is broadcast over the batch dim itself: not a per-sample use
-    reduce = tuple(d for d in range(1, out.dim()) if p_shape[d] == 1)
-    mul = func in _MULS
-    sign = _ARITH[func] if (p_index == 1) != (func in _REVERSED) else 1.0
-    full, version = w._full, x._version
+    shapes = []
+    for p, _, _ in terms:
+        shape = (1,) * (out.dim() - p.dim()) + tuple(p.shape)
+        if out.dim() < p.dim() or shape[0] != 1:
+            return None  # p is broadcast over the batch dim itself: not a per-sample use
+        shapes.append(shape)
+    factors = [_plain(f) if f is not None else None for _, f, _ in terms]
+    versions = [f._version if f is not None else 0 for f in factors]
 
     def on_grad(dy: Tensor) -> None:
-        if mul and x._version != version:
-            raise RuntimeError(
-                f"a tensor multiplied by {full} was modified in place afterwards; "
-                "per-sample importance needs it as it was"
-            )
-        g = dy.float() * x.float() if mul else dy.float() * sign
-        g = g.sum(reduce, keepdim=True) if reduce else g
-        hub.add(full, g.expand(hub.n, *p_shape[1:]).reshape(hub.n, -1))
+        dy = dy.float()
+        for (p, _, sign), factor, version, shape in zip(terms, factors, versions, shapes):
+            if factor is not None and factor._version != version:
+                raise RuntimeError(
+                    f"a tensor multiplied by {p._full} was modified in place afterwards; "
+                    "per-sample importance needs it as it was"
+                )
+            g = dy * factor.float() if factor is not None else dy
+            g = g * sign if sign != 1.0 else g
+            reduce = tuple(d for d in range(1, out.dim()) if shape[d] == 1)
+            g = g.sum(reduce, keepdim=True) if reduce else g
+            hub.add(p._full, g.expand(hub.n, *shape[1:]).reshape(hub.n, -1))
 
     return hub.tap(out, on_grad)

@@ -77,6 +77,32 @@ class LayerScale(nn.Module):
         return x * self.gamma
 
 
+class GlobalResponseNorm(nn.Module):
+    """ConvNeXt-V2's GRN: x + addcmul(bias, weight, x * n(x)), two watched parameters in one op."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.linspace(-0.5, 1.0, dim))
+        self.bias = nn.Parameter(torch.linspace(0.3, -0.3, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = x.norm(p=2, dim=(1, 2), keepdim=True)
+        n = g / (g.mean(dim=-1, keepdim=True) + 1e-6)
+        return x + torch.addcmul(self.bias.view(1, 1, 1, -1), self.weight.view(1, 1, 1, -1), x * n, value=0.5)
+
+
+def grn_model() -> nn.Module:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.grn, self.head = nn.Conv2d(3, 5, 1), GlobalResponseNorm(5), nn.Linear(5 * 16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.grn(self.conv(x).permute(0, 2, 3, 1)).flatten(1))
+
+    return Net()
+
+
 def conv_model(form: str) -> nn.Module:
     return nn.Sequential(nn.Conv2d(3, 6, 1), Block(6, form), nn.Flatten(), nn.Linear(6 * 4 * 4, 3))
 
@@ -85,6 +111,7 @@ MODELS = {
     **{form: (lambda form=form: conv_model(form), (3, 4, 4)) for form in ("reshape", "index", "torch_mul")},
     **{form: (lambda form=form: conv_model(form), (3, 4, 4)) for form in ("shift", "reversed_shift", "twice")},
     "scalar": (Temperature, (5,)),
+    "addcmul_scale_and_shift": (grn_model, (3, 4, 4)),
     "layer_scale_tokens": (
         lambda: nn.Sequential(nn.Linear(5, 4), LayerScale(4), nn.Flatten(), nn.Linear(12, 3)),
         (3, 5),
@@ -107,7 +134,7 @@ def test_scales_are_exact_without_vmap(name: str, label_free: bool) -> None:
     x = torch.randn(10, *shape)
     y = None if label_free else torch.randint(0, 3, (10,))
     report = coverage(model, x[:2])
-    assert report.complete and len(report.scales) == 1, str(report)
+    assert report.complete and len(report.scales) == (2 if name.startswith("addcmul") else 1), str(report)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         got = per_sample(model, x, y, batch_size=4, label_free=label_free)

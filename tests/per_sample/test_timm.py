@@ -33,6 +33,7 @@ CONFIGS = {
     "deit3_small": ("deit3_small_patch16_224", VIT),
     "convnext_atto": ("convnext_atto", dict(depths=(1, 1, 1, 1))),
     "convnext_linear_mlp": ("convnext_tiny", dict(depths=(1, 1, 1, 1), dims=(16, 24, 32, 40))),
+    "convnextv2_atto": ("convnextv2_atto", dict(depths=(1, 1, 1, 1))),
     "efficientnet_b0": ("efficientnet_b0", {}),
     "resnet18": ("resnet18", {}),
     "resnet26d": ("resnet26d", {}),
