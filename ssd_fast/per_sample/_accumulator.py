@@ -39,6 +39,7 @@ from ._coverage import common_module, owners_of, trace_uses
 from ._deferred import LayerCall, Use, flush_
 from ._losses import per_sample_losses
 from ._plan import DEFER, Layer, Plan, Unit, describe, make_plan
+from ._scales import ScaleHub
 from ._tap import source, tap
 from ._targets import seeds_for
 from ._vmap import record_call
@@ -100,6 +101,7 @@ class PerSampleAccumulator:
         self._calls: Counter[Layer] = Counter()
         self._misshapen: set[Layer] = set()
         self._broadcast: set[Layer] = set()
+        self._hub: ScaleHub | None = None
         self._install(make_plan(model, self.params, self._placement))
 
     # ---- hooks ---------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class PerSampleAccumulator:
             self._calls[layer] += 1
             sums = _LazySums(self, layer)
             replaced = layer.entry.output_rule(
-                module, args, kwargs, lambda t, cb: tap(t, self._anchor, cb), sums, absolute=self.label_free
+                module, args, kwargs, lambda t, cb: tap(t, self._anchor, cb), sums, absolute=self.label_free, n=self._n
             )
             if replaced is None:  # a call the rule does not cover: run the module's own forward after all
                 self._misshapen.add(layer)
@@ -207,6 +209,8 @@ class PerSampleAccumulator:
         try:
             for k, seed in enumerate(seeds):
                 self._backward(outputs, seed, retain=k + 1 < len(seeds))
+                if self._hub is not None:
+                    self._hub.flush_(sums, absolute=self.label_free)
                 flush_(self._uses, sums, n=n, absolute=self.label_free, budget=self.budget, numel=numel)
                 for use in self._uses:
                     _forget_grads(use)
@@ -214,6 +218,13 @@ class PerSampleAccumulator:
             self._sums = {}
             self._uses = []
             self._mask = None
+            self._hub = None
+
+    def check(self, inputs: Any) -> Plan:
+        """Run the first-batch checks on `inputs` (one forward, nothing accumulated); the plan they give."""
+        self._checked_forward(inputs, count_samples(inputs))
+        self._uses, self._hub = [], None
+        return self.plan
 
     def _losses(self, outputs: torch.Tensor, targets: Any) -> torch.Tensor:
         return per_sample_losses(
@@ -234,10 +245,12 @@ class PerSampleAccumulator:
         skipped = [m for m in skipped if "forward" not in m.__dict__]
         for module in skipped:
             module.forward = _output_comes_from_the_hook
+        self._hub = ScaleHub(n, lambda t, cb: tap(t, self._anchor, cb)) if self.plan.scales else None
         try:
-            if not self.plan.bare:
+            if not (self.plan.bare or self.plan.scales):
                 return call_model(self.model, inputs)
             swaps = {f"model.{name}": self._bare_copy(name, p) for name, p in self.plan.bare.items()}
+            swaps.update({f"model.{name}": self._hub.watch(name, p) for name, p in self.plan.scales.items()})
             return functional_call(self._caller, swaps, (inputs,), strict=False)
         finally:
             self._active = False
@@ -253,11 +266,12 @@ class PerSampleAccumulator:
                 with trace_uses(self.model, self.params) if verify else contextlib.nullcontext({}) as sites:
                     outputs = self._forward(inputs, n)
             except Exception:
-                if not verify or not self.plan.bare:
+                if not verify or not (self.plan.bare or self.plan.scales):
                     raise
-                # The model cannot take per-sample copies of its bare parameters at all.
-                why = "giving it a per-sample leading dim breaks the forward pass"
-                outputs, problems = None, {full: (self._home(full), why) for full in self.plan.bare}
+                # The model cannot take per-sample copies of its bare parameters, or watched scales, at all.
+                why = "swapping it for a per-sample copy or a watched scale breaks the forward pass"
+                swapped = [*self.plan.bare, *self.plan.scales]
+                outputs, problems = None, {full: (self._home(full), why) for full in swapped}
             else:
                 problems = self._problems(outputs, inputs, sites if verify else None)
             problems = {full: p for full, p in problems.items() if self._placement.get(full) != p[0]}
@@ -281,6 +295,9 @@ class PerSampleAccumulator:
                 problems.update({full: (layer.name, why) for full in layer.params.values()})
             elif self._calls[layer] > 1 and not layer.deferred:
                 problems.update({full: (DEFER, "") for full in layer.params.values()})
+        if self._hub is not None:
+            for full, why in self._hub.problems.items():
+                problems.setdefault(full, (self._home(full), why))
         if sites is not None:
             for full, problem in self._use_problems(sites).items():
                 problems.setdefault(full, problem)
@@ -300,9 +317,9 @@ class PerSampleAccumulator:
         problems: dict[str, tuple[str, str]] = {}
         for full, counts in sites.items():
             mine = covering.get(full, set())
-            if full in self.plan.bare:  # its per-sample copy stands in for it: any direct use is wrong
+            if full in self.plan.bare or full in self.plan.scales:  # a stand-in replaces it: a direct use is wrong
                 where = common_module(set(counts) | owners[id(self.params[full])])
-                problems[full] = (where, "it is also used directly, not only through its per-sample copy")
+                problems[full] = (where, "it is also used directly, not only through the attribute that holds it")
             elif full in units:  # a unit covers every use inside its module's forward
                 home = units[full]
                 inside = all(_within(site, home) for site in counts)
@@ -320,7 +337,7 @@ class PerSampleAccumulator:
 
     def _altered(self, outputs: torch.Tensor, inputs: Any) -> dict[str, tuple[str, str]]:
         """Per-sample copies and broadcast outputs must not change what the model computes; check once."""
-        if not (self.plan.bare or self._broadcast):
+        if not (self.plan.bare or self.plan.scales or self._broadcast):
             return {}
         with torch.no_grad():
             plain = call_model(self.model, inputs)
@@ -332,11 +349,11 @@ class PerSampleAccumulator:
                 f"per-sample importance: {names} ran on one row shared by the batch, and giving each sample its "
                 "own copy of the output changed the model's output; give these layers a per-sample input"
             )
-        why = "giving it a per-sample leading dim changes the model's output"
-        return {full: (self._home(full), why) for full in self.plan.bare}
+        why = "swapping it for a per-sample copy or a watched scale changes the model's output"
+        return {full: (self._home(full), why) for full in [*self.plan.bare, *self.plan.scales]}
 
     def _backward(self, outputs: torch.Tensor, seed, *, retain: bool) -> None:
-        if not (self.plan.layers or self.plan.bare or self.plan.units):
+        if not (self.plan.layers or self.plan.bare or self.plan.scales or self.plan.units):
             return
         losses = self._losses(outputs, seed.targets)
         if seed.scale is not None:

@@ -7,6 +7,9 @@
 - a bare parameter, when a module without a rule owns a parameter whose leading dim is
   1 (a ViT cls token, a position embedding): it is replaced, for the forward pass, by a
   [B, ...] per-sample copy whose gradient is exactly the per-sample gradient;
+- a scale, when a module without a rule owns a parameter with at most one dim larger
+  than 1 (ConvNeXt's gamma, LayerScale, a temperature): its uses as x * p or x + p are
+  seen and tapped as they run (see _scales); any other use sends it to a unit;
 - a unit, for everything else: torch.func vmap over one module alone, on that module's
   own inputs and output gradients (see _vmap). Never the whole model, unless the whole
   model is the smallest module that holds every use of a parameter.
@@ -23,6 +26,7 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from ._coverage import common_module
+from ._scales import is_candidate as is_scale_candidate
 from .rules import RuleEntry, rule_for
 
 DEFER = "<defer>"
@@ -58,6 +62,7 @@ class Plan:
     layers: list[Layer] = field(default_factory=list)
     units: list[Unit] = field(default_factory=list)
     bare: dict = field(default_factory=dict)
+    scales: dict = field(default_factory=dict)  # full name -> parameter, see _scales
     owner: dict[str, str] = field(default_factory=dict)  # full parameter name -> "module (Class)"
 
     @property
@@ -100,6 +105,8 @@ def make_plan(model: nn.Module, params: dict[str, nn.Parameter], placement: dict
             homes[full] = ruled  # a tied owner without a rule that never uses it is checked by the trace
         elif not ruled and not shared and _is_bare_candidate(params[full]) and full not in placement:
             plan.bare[full] = params[full]
+        elif not ruled and not shared and is_scale_candidate(params[full]) and full not in placement:
+            plan.scales[full] = params[full]
         else:
             unit_params.setdefault(common_module(set(mods)), set()).add(full)
     for mod_name, module in modules.items():

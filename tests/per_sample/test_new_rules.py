@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 import ssd_fast
-from ssd_fast.per_sample import PerSampleAccumulator, register_rule, unregister_rule
+from ssd_fast.per_sample import PerSampleAccumulator, coverage, register_rule, unregister_rule
+from ssd_fast.per_sample.rules import rule_for
 
 from ..conftest import assert_unchanged, snapshot
 from .support import Scale, assert_close, loop_oracle, per_sample
@@ -96,12 +97,14 @@ def test_rms_norm_classes_by_structure(norm: type, shape: tuple[int, ...], label
     _exact(model, x, None if label_free else torch.randint(0, 3, (10,)), label_free=label_free)
 
 
-def test_a_module_that_only_looks_like_rms_norm_falls_back_exactly() -> None:
+def test_a_module_that_only_looks_like_rms_norm_gets_no_rms_rule() -> None:
     torch.manual_seed(0)
     model = Head(NotRMSNorm(6), 6)
+    assert rule_for(model.body) is None
+    # Its weight multiplies the normalised input, so the bare-scale detection covers it exactly instead.
+    assert [p.name for p in coverage(model).scales] == ["body.weight"]
     x, y = torch.randn(10, 3, 6), torch.randint(0, 3, (10,))
-    with pytest.warns(RuntimeWarning, match="NotRMSNorm"):
-        got = per_sample(model, x, y)
+    got = per_sample(model, x, y)
     assert_close(got, loop_oracle(model, x, y))
 
 
@@ -253,10 +256,10 @@ class Branchy(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.w = nn.Parameter(torch.ones(4))
+        self.w = nn.Parameter(torch.eye(4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.w if x.sum() > 0 else x * self.w * 2
+        return x @ self.w if x.sum() > 0 else x @ self.w * 2
 
 
 class MaskedModel(nn.Module):

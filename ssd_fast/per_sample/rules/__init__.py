@@ -15,9 +15,12 @@ gradient}, sample slice) after the backward pass and returns that slice's per-sa
 gradients, for layers called more than once.
 
 A rule is used only when the module runs the standard forward of its class: a subclass
-that overrides forward may use its parameters differently, so it goes to vmap.
-transformers classes are matched by name and module (transformers is never imported),
-and RMSNorm classes of any name by what they compute (see rms_like).
+that overrides forward (or an instance given its own forward) may use its parameters
+differently. Such a subclass of a built-in norm class gets a rule only when a probe shows
+it computes what the rule assumes (see norm_like: timm's LayerNorm, LayerNorm2d,
+BatchNormAct2d); any other goes to vmap. transformers classes are matched by name and
+module (transformers is never imported), and RMSNorm classes of any name by what they
+compute (see rms_like).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .conv import conv_rule
 from .embedding import embedding_rule
 from .linear import linear_rule
 from .norm import batch_norm_rule, group_norm_rule, layer_norm_rule, rms_norm_rule
+from .norm_like import norm_like_entry
 from .per_sample_grads import (
     batch_norm_grad_sample,
     conv_grad_sample,
@@ -126,9 +130,11 @@ def rule_for(module: nn.Module) -> RuleEntry | None:
     for cls in type(module).__mro__:
         entry = _RULES.get(cls) or _NAMED_RULES.get((cls.__module__, cls.__name__))
         if entry is not None:
-            if type(module).forward is not cls.forward or _unsupported_options(module):
+            if _unsupported_options(module):
                 return None
-            return entry
+            if type(module).forward is cls.forward and "forward" not in module.__dict__:
+                return entry
+            return norm_like_entry(module, cls, entry, RuleEntry)  # None unless cls is a norm class
     return rms_like_entry(module, RuleEntry)
 
 

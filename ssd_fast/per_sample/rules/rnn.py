@@ -105,9 +105,18 @@ def _pack(module: nn.RNNBase, results: list) -> tuple:
 
 
 def rnn_output_rule(
-    module: nn.RNNBase, args: tuple, kwargs: dict, tap: Callable, out: dict[str, torch.Tensor], *, absolute: bool
+    module: nn.RNNBase,
+    args: tuple,
+    kwargs: dict,
+    tap: Callable,
+    out: dict[str, torch.Tensor],
+    *,
+    absolute: bool,
+    n: int | None = None,
 ):
     """The layer's output, computed step by step; None when the call is not covered.
+
+    `n`, the batch size, is not needed: the layer's batch_first says where the batch is.
 
     Each layer and direction adds its squared per-sample gradients to `out` when the
     backward pass reaches it. `tap(t, callback)` ties a tensor to the engine's graph.
