@@ -13,6 +13,9 @@ timeout, quick subset first, and stops at the first failing test. Mutants:
 - off_by_one: one ``+ 1`` or ``- 1`` term dropped, in device code (not in array
   extents, whose ``+ 1`` is bank-conflict padding).
 
+The tests are those ctest runs in CI, sanitizer builds included (--no-sanitizers skips
+them, for a faster first look).
+
 A mutant is *killed* when some test fails (a wrong result, a stopped run, a timeout),
 *survived* when all the affected tests pass, *stillborn* when it does not compile.
 
@@ -28,8 +31,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -37,8 +42,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNELS = "csrc/cuda/kernels"
-# The torch-free emulated tests, fastest first: the order in which a mutant meets them.
-TESTS = ["test_emulated_quick", "test_emulator", "test_per_sample_kernels", "test_multi_tensor_kernels"]
+# The torch-free emulated tests, in the stages a mutant meets them: the quick subset, then
+# the full tests, then the quick subset under AddressSanitizer+UBSan and ThreadSanitizer
+# (which see out-of-bounds accesses and races that change no result). Each stage is built
+# only when the mutant survived the one before.
+STAGES = [
+    ["test_emulated_quick"],
+    ["test_emulator", "test_per_sample_kernels", "test_multi_tensor_kernels"],
+    ["test_emulated_quick_asan", "test_emulated_quick_tsan"],
+]
 DEVICE_MARKERS = ("__global__", "__device__", "SSD_FAST_HOST_DEVICE")
 BOUND_FLIPS = {"<": "<=", "<=": "<", ">": ">=", ">=": ">"}
 # A comparison is written with spaces around it (clang-format style); template brackets
@@ -134,13 +146,28 @@ def apply(source: Path, mu: Mutant, original: str) -> None:
 
 
 def run(cmd: list[str], timeout: float | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    """cmd in a process group of its own, which is killed when cmd returns or times out:
+    a mutant that loops forever must not outlive its test (ctest's timeout alone left
+    such tests running)."""
+    with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+            raise
+        finally:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return subprocess.CompletedProcess(cmd, p.returncode, out, err)
 
 
 class Workspace:
     """A scratch copy of the sources and its ninja build of the emulated tests."""
 
-    def __init__(self, where: Path, jobs: int):
+    def __init__(self, where: Path, jobs: int, sanitizers: bool):
         self.src, self.build, self.jobs = where / "src", where / "build", jobs
         if self.src.exists():
             shutil.rmtree(self.src)
@@ -153,7 +180,7 @@ class Workspace:
                 shutil.copy2(ROOT / part, target)
         configure = run(
             ["cmake", "-S", str(self.src), "-B", str(self.build), "-G", "Ninja", "-DSSD_FAST_EMULATOR_ONLY=ON",
-             "-DSSD_FAST_SANITIZERS=OFF"]
+             f"-DSSD_FAST_SANITIZERS={'ON' if sanitizers else 'OFF'}"]
         )  # fmt: skip
         if configure.returncode != 0:
             sys.exit(f"cmake configure failed:\n{configure.stdout}\n{configure.stderr}")
@@ -200,7 +227,7 @@ class Workspace:
         return False, "non-zero exit"
 
 
-def evaluate(ws: Workspace, mu: Mutant, affected: list[str], timeouts: dict[str, float]) -> dict:
+def evaluate(ws: Workspace, mu: Mutant, stages: list[list[str]], timeouts: dict[str, float]) -> dict:
     source = ws.src / mu.path
     original = source.read_text()
     started = time.time()
@@ -208,7 +235,6 @@ def evaluate(ws: Workspace, mu: Mutant, affected: list[str], timeouts: dict[str,
     try:
         apply(source, mu, original)
         # the quick subset alone first: most mutants die there, before the big builds
-        stages = [affected[:1], affected[1:]] if len(affected) > 1 else [affected]
         for stage in stages:
             built = ws.compile(stage)
             if built.returncode != 0:
@@ -259,7 +285,10 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=180, help="seconds for each full test")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", help="write the table here")
+    ap.add_argument("--no-sanitizers", action="store_true", help="skip the sanitizer stage")
     args = ap.parse_args()
+    stages = STAGES[:-1] if args.no_sanitizers else STAGES
+    tests = [t for stage in stages for t in stage]
 
     paths = sorted(ROOT.glob(args.files))
     kinds = set(args.kinds.split(","))
@@ -273,21 +302,22 @@ def main() -> int:
         return 0
 
     t0 = time.time()
-    ws = Workspace(Path(args.workdir), args.jobs)
-    print(f"baseline: building {len(TESTS)} emulated tests in {ws.build} ...", flush=True)
-    if ws.compile(TESTS).returncode != 0:
+    ws = Workspace(Path(args.workdir), args.jobs, not args.no_sanitizers)
+    print(f"baseline: building {len(tests)} emulated tests in {ws.build} ...", flush=True)
+    if ws.compile(tests).returncode != 0:
         sys.exit("the unmutated tests do not build")
-    timeouts = {t: args.timeout for t in TESTS} | {"test_emulated_quick": args.quick_timeout}
-    for target in TESTS:
+    timeouts = {t: args.timeout for t in tests} | {"test_emulated_quick": args.quick_timeout}
+    for target in tests:
         passed, why = ws.ctest(target, timeouts[target])
         if not passed:
             sys.exit(f"the unmutated code fails {target}: {why}")
-    headers = {t: ws.headers_of(t) for t in TESTS}
+    headers = {t: ws.headers_of(t) for t in tests}
     print(f"baseline passes ({time.time() - t0:.0f} s); {len(mutants)} mutants", flush=True)
 
     results = []
     for i, mu in enumerate(mutants, 1):
-        affected = [t for t in TESTS if mu.path in headers[t]]
+        affected = [[t for t in stage if mu.path in headers[t]] for stage in stages]
+        affected = [stage for stage in affected if stage]
         r = (
             evaluate(ws, mu, affected, timeouts)
             if affected
