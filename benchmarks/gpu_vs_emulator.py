@@ -28,7 +28,6 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import ssd_fast  # noqa: F401  (registers torch.ops.ssd_fast.*)
@@ -36,11 +35,19 @@ import ssd_fast  # noqa: F401  (registers torch.ops.ssd_fast.*)
 
 def f32_hex(x: float) -> str:
     """x rounded to fp32, as an exact C hex float."""
-    return float(np.float32(x)).hex()
+    return f32(x).hex()
+
+
+def f32(x: float) -> float:
+    return torch.tensor(x, dtype=torch.float32).item()
 
 
 def raw(path: Path, t: torch.Tensor) -> None:
-    path.write_bytes(t.detach().cpu().contiguous().numpy().tobytes())
+    path.write_bytes(bytes(t.detach().cpu().contiguous().clone().untyped_storage()))
+
+
+def read_raw(path: Path, dtype: torch.dtype) -> torch.Tensor:
+    return torch.frombuffer(bytearray(path.read_bytes()), dtype=dtype)
 
 
 @dataclass
@@ -136,7 +143,7 @@ def tokens_case(gen, directory, device, sms, name, b, t, k, o, transposed=False,
     out = out0.to(device)
     xd = x_base.to(device).transpose(1, 2) if transposed else x_base.to(device)
     dyd = dy_base.to(device).transpose(1, 2) if transposed else dy_base.to(device)
-    torch.ops.ssd_fast.per_sample_sq_tokens_(out, dyd, xd, float(np.float32(scale)), absolute)
+    torch.ops.ssd_fast.per_sample_sq_tokens_(out, dyd, xd, f32(scale), absolute)
     line = f"tokens {name} {b} {t} {k} {o} {int(transposed)} {sms} {int(absolute)} {f32_hex(scale)}"
     return Case("tokens", name, line, out.cpu().flatten())
 
@@ -157,7 +164,7 @@ def conv_case(gen, directory, device, sms, name, b, c, h, w, o, kh, kw, stride=(
     out = out0.to(device)
     torch.ops.ssd_fast.per_sample_sq_conv2d_(
         out, dy_base.to(device).permute(view), x_base.to(device).permute(view), list(stride), list(padding),
-        list(dilation), groups, float(np.float32(scale)), absolute,
+        list(dilation), groups, f32(scale), absolute,
     )  # fmt: skip
     line = (
         f"conv {name} {b} {c} {h} {w} {o} {kh} {kw} {stride[0]} {stride[1]} {padding[0]} {padding[1]} "
@@ -183,27 +190,26 @@ def make_cases(directory: Path, device: str, sms: int) -> list[Case]:
 
 
 def compare(case: Case, directory: Path, exact: bool) -> dict:
-    emu = np.fromfile(directory / f"{case.name}.emu.bin", dtype=np.float32)
-    dev = case.device_out.numpy().astype(np.float32)
-    result = {"kind": case.kind, "name": case.name, "elements": int(dev.size)}
-    if emu.size != dev.size:
-        return result | {"pass": False, "why": f"emulator wrote {emu.size} values, the op {dev.size}"}
-    eb, db = emu.view(np.uint32), dev.view(np.uint32)
-    differ = eb != db
-    both_nan = np.isnan(emu) & np.isnan(dev)
-    differ &= ~both_nan
-    ulps = np.abs(emu.view(np.int32).astype(np.int64) - dev.view(np.int32).astype(np.int64))
-    scale = np.maximum(np.abs(dev).max(initial=0.0), 1e-30)
-    rel = float(np.nanmax(np.abs(emu - dev), initial=0.0) / scale)
+    emu = read_raw(directory / f"{case.name}.emu.bin", torch.float32)
+    dev = case.device_out.to(torch.float32).flatten()
+    result = {"kind": case.kind, "name": case.name, "elements": int(dev.numel())}
+    if emu.numel() != dev.numel():
+        return result | {"pass": False, "why": f"emulator wrote {emu.numel()} values, the op {dev.numel()}"}
+    eb, db = emu.view(torch.int32).long(), dev.view(torch.int32).long()
+    differ = (eb != db) & ~(emu.isnan() & dev.isnan())
+    ulps = (eb - db).abs()
+    largest = max(dev.abs().nan_to_num().max().item() if dev.numel() else 0.0, 1e-30)
+    diff = (emu - dev).abs().nan_to_num()
+    rel = (diff.max().item() if dev.numel() else 0.0) / largest
     result |= {
         "bits_equal": bool(not differ.any()),
         "differing": int(differ.sum()),
-        "max_ulps": int(ulps[differ].max(initial=0)),
+        "max_ulps": int(ulps[differ].max()) if differ.any() else 0,
         "max_abs_diff_over_max": rel,
     }
     if case.device_counts is not None:
-        counts = np.fromfile(directory / f"{case.name}.emu_counts.bin", dtype=np.int64)
-        result["counts_equal"] = bool(np.array_equal(counts, case.device_counts.numpy()))
+        counts = read_raw(directory / f"{case.name}.emu_counts.bin", torch.int64)
+        result["counts_equal"] = bool(torch.equal(counts, case.device_counts))
     ok = result["bits_equal"] if exact else rel <= 1e-5
     result["pass"] = bool(ok and result.get("counts_equal", True))
     return result
