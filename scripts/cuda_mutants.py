@@ -218,8 +218,8 @@ class Workspace:
         for pattern in (
             r"cuda emulator: [^\n]*",
             r"FAIL [^\n]*",
-            r"ThreadSanitizer: [^\n]*",
-            r"AddressSanitizer: [^\n]*",
+            r"SUMMARY: \w+Sanitizer: [^\n]*",
+            r"runtime error: [^\n]*",
         ):
             m = re.search(pattern, out)
             if m:
