@@ -23,10 +23,14 @@ void per_sample_sq_conv2d_cuda(const at::Tensor& out, const at::Tensor& dy_in, c
   const at::Tensor d = dy.reshape({dy.size(0), dy.size(1), length});  // a view unless dy's strides forbid it
   const SqShape shape{x.size(0), groups, out.size(0) / groups, geo.c_per_group * geo.kh * geo.kw, length};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "per_sample_sq_conv2d_cuda", [&] {
-    const ConvGradLoad<scalar_t> dl{d.const_data_ptr<scalar_t>(), d.stride(0), d.stride(1), d.stride(2),
-                                    shape.o_per_group};
-    const Im2colLoad<scalar_t> xl{x.const_data_ptr<scalar_t>(), x.stride(0), x.stride(1), x.stride(2), x.stride(3),
-                                  geo};
+    const auto dl = ConvGradLoad<scalar_t>::make(d.const_data_ptr<scalar_t>(), d.size(1), length, d.stride(0),
+                                                 d.stride(1), d.stride(2), shape.o_per_group);
+    const auto xl = Im2colLoad<scalar_t>::make(x.const_data_ptr<scalar_t>(), x.size(1), x.stride(0), x.stride(1),
+                                               x.stride(2), x.stride(3), geo);
+    SSD_FAST_CHECK(dl.fits && xl.fits,
+                   "per_sample_sq_conv2d_: one sample of dy or x spans 2^31 elements or more, beyond the CUDA "
+                   "kernel's 32-bit offsets; compute this layer on the torch path "
+                   "(ssd_fast.per_sample._fused.enabled = False)");
     launch_per_sample_sq</*kDLFast=*/true, /*kXLFast=*/true>(out, dl, xl, shape, scale, absolute);
   });
 }

@@ -110,8 +110,8 @@ int main() {
   auto conv = [&](ConvSpec c) { convs.push_back(c); };
   conv({"3x3_pad1_sliced", 3, 3, 6, 6, 5, 3, 3, 1, 1, 1, 1});
   conv({"edge_tiles_O70_K72_L25", 2, 8, 5, 5, 70, 3, 3, 1, 1, 1, 1});  // o: 64+6, k: 64+8, l: 16+9
-  conv({"unsliced_sms1", 2, 8, 5, 5, 70, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, 1});
-  conv({"K117_two_k_tiles_B5", 5, 13, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, 4});  // slices 2+2+1+0
+  conv({"unsliced_sms1_O140_K135", 2, 15, 5, 5, 140, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, 1});  // 9 blocks: 1 slice
+  conv({"K117_two_k_tiles_B5", 5, 13, 4, 4, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, 1});  // slices 2+2+1+0
   conv({"groups2", 2, 6, 7, 7, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2});
   conv({"depthwise", 2, 5, 6, 6, 5, 3, 3, 1, 1, 1, 1, 1, 1, 5});
   conv({"dilation2_pad2", 2, 3, 8, 8, 4, 3, 3, 1, 1, 2, 2, 2, 2});
@@ -132,8 +132,8 @@ int main() {
       {"many_outputs_O200", 2, 5, 20, 200},
       {"long_T300", 2, 300, 17, 5},
       {"B1", 1, 4, 6, 5},
-      {"B7_empty_last_slices", 7, 3, 4, 5, false, 3},  // 6 slices of 2: 2+2+2+1+0+0
-      {"unsliced_sms1", 3, 5, 70, 9, false, 1},
+      {"B7_empty_last_slices", 7, 3, 70, 130, false, 4},  // 6 blocks, 6 slices of 2: 2+2+2+1+0+0
+      {"unsliced_sms1_O260", 3, 5, 70, 260, false, 1},  // 10 blocks: 1 slice
       {"transposed_storage", 3, 9, 11, 13, true},
       {"absolute_scale", 4, 6, 9, 10, false, 132, true, 0.5f},
       {"empty_tokens", 3, 0, 4, 5},

@@ -3,15 +3,27 @@
 //
 // Each thread block owns a 64 x 64 tile of out (one group) and a fixed slice of the
 // samples. For each sample, in order, it forms that sample's 64 x 64 product in
-// registers (4 x 4 per thread) from 16-step slices of D and X staged in shared memory
-// (X gathered through the implicit im2col for convolutions), then adds f(product) to a
-// running sum, also in registers. No per-sample tensor reaches global memory.
-// When one slice of samples per tile would leave the GPU mostly idle, the batch is cut
-// into S slices; each writes its partial sums to a workspace [S, O, K], and a second
+// registers (4 x 4 adjacent outputs per thread) from 16-step slices of D and X staged in
+// shared memory (X gathered through the implicit im2col for convolutions), then adds
+// f(product) to a running sum, also in registers. No per-sample tensor reaches global
+// memory. When one slice of samples per tile would leave the GPU mostly idle, the batch is
+// cut into S slices; each writes its partial sums to a workspace [S, O, K], and a second
 // kernel adds them up in slice order. Every sum runs in a fixed order: same input, same
 // bits. Products and sums are fp32 fused multiply-adds (__fmaf_rn, whatever --fmad says).
 //
-// The fixed order, element by element (the emulator's tests check it bit for bit):
+// Built to keep the multiprocessor busy (issue 19):
+// - staging does no division: the loaders (per_sample_sq_loaders.cuh) split an address into
+//   a per-row part, tabulated in shared memory once per block, and a per-column cursor that
+//   advances by additions; offsets within a sample are 32-bit;
+// - a thread's 4 o's and 4 k's are adjacent, so each reduction step reads two float4 from
+//   shared memory for 16 FMAs (the tiles' float4 columns are XOR-swizzled by the row, so
+//   that neither the stores of the staging nor these reads conflict in banks beyond 2-way);
+// - staging is double-buffered in shared memory: the next slice is staged into the other
+//   buffer before this one is multiplied; one barrier per slice instead of two;
+// - __launch_bounds__(256, 4) holds a thread to 64 registers: 4 blocks, 50% occupancy.
+//
+// The fixed order, element by element (the emulator's tests check it bit for bit; the same
+// order, and so the same bits for the same slicing, as before these changes):
 //   prod_b = 0; for l in 0 .. ceil(L/16)*16 - 1: prod_b = fma(D[b,l], X[b,l], prod_b)
 //            (D and X read as 0 past L);
 //   acc_s  = 0; for b in slice s, in order: acc_s = fma(prod_b, prod_b, acc_s)
@@ -25,6 +37,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 
 #include "device_api.h"
 
@@ -37,70 +50,180 @@ struct SqShape {
 constexpr int kTile = 64;    // outputs per block along o and along k
 constexpr int kStep = 16;    // reduction steps staged in shared memory at a time
 constexpr int kSqThreads = 256;
+constexpr int kSqMinBlocks = 4;  // blocks per multiprocessor that __launch_bounds__ asks for
 constexpr int kPer = 4;      // outputs per thread along o and along k: 16 x 16 threads x 4 x 4
 
-// D and X are read through loaders: d(b, g, o, l) and x(b, g, k, l) return fp32 values, and
-// are never called out of range. kDLFast / kXLFast say whether consecutive l are adjacent
-// in memory (conv) or consecutive o / k are (tokens), so that a warp's loads coalesce.
-template <bool kLFast, class Load>
-__device__ inline void stage(float (*tile)[kTile + 1], const Load& load, int64_t b, int64_t g, int64_t r0, int64_t rn,
-                             int64_t l0, int64_t ln) {
-  for (int e = threadIdx.x; e < kTile * kStep; e += kSqThreads) {
-    const int l = kLFast ? e % kStep : e / kTile;
-    const int r = kLFast ? e / kStep : e % kTile;
-    tile[l][r] = (r < rn && l < ln) ? load(b, g, r0 + r, l0 + l) : 0.0f;
-  }
+// Which element a loader is asked for (see per_sample_sq_loaders.cuh).
+struct SqWhere {
+  int64_t b, g, r, l;
+};
+
+// Which tile elements (row r, column l) a thread stages, 4 per slice. kLFast: consecutive
+// columns l are adjacent in memory (conv), so a thread keeps one column and 4 rows;
+// otherwise consecutive rows are (tokens): one row and 4 columns. Either way a warp's
+// loads coalesce.
+template <bool kLFast>
+struct StageMap {
+  static constexpr int kRows = kLFast ? 4 : 1, kCols = kLFast ? 1 : 4;
+  static __device__ int row(int t, int i) { return kLFast ? t / kStep + (kSqThreads / kStep) * i : t % kTile; }
+  static __device__ int col(int t, int j) { return kLFast ? t % kStep : t / kTile + (kSqThreads / kTile) * j; }
+};
+static_assert(kTile * kStep == 4 * kSqThreads, "each thread stages 4 elements of each tile per slice");
+
+// Where column c of tile row l lives: float4 group c/4 XOR-ed with l mod 8 (see above).
+__device__ inline int swizzle(int l, int c) { return ((((c >> 2) ^ (l & 7)) << 2) | (c & 3)); }
+
+__device__ inline float4 load_float4(const float* at) {
+#if defined(__CUDACC__)
+  return *reinterpret_cast<const float4*>(at);
+#else
+  float4 v;
+  std::memcpy(&v, at, sizeof(v));  // the emulator keeps C++'s aliasing rules
+  return v;
+#endif
 }
 
+// A block's shared memory: two buffers of the two tiles, and the loaders' row tables.
+template <class DRow, class XRow>
+struct alignas(16) SqShared {
+  float d[2][kStep][kTile];
+  float x[2][kStep][kTile];
+  DRow d_rows[kTile];
+  XRow x_rows[kTile];
+};
+
+// One operand's staging state for this thread: its columns' cursors and the slice it
+// holds in registers between the global read and the shared store.
+template <bool kLFast, class Load>
+struct Stager {
+  using Map = StageMap<kLFast>;
+  typename Load::Col cols[Map::kCols];
+  float held[4];
+
+  // Cursors at the first slice of a sample.
+  __device__ void start(const Load& load) {
+#pragma unroll
+    for (int j = 0; j < Map::kCols; ++j) cols[j] = load.col(Map::col(threadIdx.x, j));
+  }
+  __device__ void advance(const Load& load) {
+#pragma unroll
+    for (int j = 0; j < Map::kCols; ++j) load.advance(cols[j]);
+  }
+  // Reads this thread's elements of slice l0 of sample b into `held` (0 outside the tile).
+  template <class Row>
+  __device__ void fetch(const Load& load, const Row* rows, int rn, int64_t b, int64_t g, int64_t r0, int l0,
+                        int length) {
+    const auto* sample = load.sample(b);
+#pragma unroll
+    for (int i = 0; i < Map::kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < Map::kCols; ++j) {
+        const int r = Map::row(threadIdx.x, i), l = l0 + Map::col(threadIdx.x, j);
+        held[i * Map::kCols + j] =
+            r < rn && l < length ? load.load(sample, rows[r], cols[j], SqWhere{b, g, r0 + r, l}) : 0.0f;
+      }
+    }
+  }
+  __device__ void store(float (*tile)[kTile]) const {
+#pragma unroll
+    for (int i = 0; i < Map::kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < Map::kCols; ++j) {
+        const int r = Map::row(threadIdx.x, i), l = Map::col(threadIdx.x, j);
+        tile[l][swizzle(l, r)] = held[i * Map::kCols + j];
+      }
+    }
+  }
+};
+
 template <bool kDLFast, bool kXLFast, class DLoad, class XLoad>
-__global__ void __launch_bounds__(kSqThreads) per_sample_sq_kernel(DLoad d, XLoad x, SqShape s, int64_t per_slice,
-                                                                   int slices, bool absolute, float scale,
-                                                                   float* __restrict__ out, bool partial) {
-  SSD_FAST_SHARED(float, d_tile, [kStep][kTile + 1]);
-  SSD_FAST_SHARED(float, x_tile, [kStep][kTile + 1]);
+__global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
+    per_sample_sq_kernel(DLoad d, XLoad x, SqShape s, int64_t per_slice, int slices, bool absolute, float scale,
+                         float* __restrict__ out, bool partial) {
+  using Shared = SqShared<typename DLoad::Row, typename XLoad::Row>;
+  SSD_FAST_SHARED(Shared, shared, [1]);
+  Shared& sm = shared[0];
   const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kTile, o0 = static_cast<int64_t>(blockIdx.y) * kTile;
   const int64_t g = blockIdx.z / slices, slice = blockIdx.z % slices;
-  const int64_t kn = std::min<int64_t>(kTile, s.k_per_group - k0), on = std::min<int64_t>(kTile, s.o_per_group - o0);
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // this thread: k = tx + 16 j, o = ty + 16 i
-  float acc[kPer][kPer] = {};
-  const int64_t b_end = std::min(s.batch, (slice + 1) * per_slice);
-  for (int64_t b = slice * per_slice; b < b_end; ++b) {
-    float prod[kPer][kPer] = {};
-    for (int64_t l0 = 0; l0 < s.length; l0 += kStep) {
-      const int64_t ln = std::min<int64_t>(kStep, s.length - l0);
-      stage<kDLFast>(d_tile, d, b, g, o0, on, l0, ln);
-      stage<kXLFast>(x_tile, x, b, g, k0, kn, l0, ln);
-      __syncthreads();
+  const int kn = static_cast<int>(std::min<int64_t>(kTile, s.k_per_group - k0));
+  const int on = static_cast<int>(std::min<int64_t>(kTile, s.o_per_group - o0));
+  const int length = static_cast<int>(s.length);  // plan_per_sample_sq refuses L >= 2^31
+  const int t = threadIdx.x;
+  if (t < on) sm.d_rows[t] = d.row(g, o0 + t);
+  if (t >= kTile && t - kTile < kn) sm.x_rows[t - kTile] = x.row(g, k0 + t - kTile);
+  __syncthreads();
+
+  const int tx = t % 16, ty = t / 16;  // this thread: o = 4 ty + i, k = 4 tx + j
+  float acc[kPer][kPer] = {}, prod[kPer][kPer] = {};
+  Stager<kDLFast, DLoad> ds;
+  Stager<kXLFast, XLoad> xs;
+  // this slice's samples b0 + n, n < count (32-bit: fewer registers than a 64-bit b)
+  const int64_t b0 = slice * per_slice;
+  const int count = static_cast<int>(std::max<int64_t>(0, std::min(s.batch, b0 + per_slice) - b0));
+  int n = 0, l0 = 0, buffer = 0;
+  if (n < count) {
+    ds.start(d);
+    xs.start(x);
+    ds.fetch(d, sm.d_rows, on, b0, g, o0, 0, length);
+    xs.fetch(x, sm.x_rows, kn, b0, g, k0, 0, length);
+    ds.store(sm.d[0]);
+    xs.store(sm.x[0]);
+  }
+  __syncthreads();
+  while (n < count) {
+    // the slice after this one, staged into the other buffer before this one's math: its
+    // global loads overlap the math of this block's other warps and of the other blocks
+    // (4 per multiprocessor); holding it in registers across the math would cost the 8
+    // registers that keep this kernel within 64
+    int n_next = n, l0_next = l0 + kStep;
+    if (l0_next >= length) {
+      l0_next = 0;
+      ++n_next;
+      ds.start(d);
+      xs.start(x);
+    } else {
+      ds.advance(d);
+      xs.advance(x);
+    }
+    if (n_next < count) {  // into the buffer that nobody reads since the last barrier
+      ds.fetch(d, sm.d_rows, on, b0 + n_next, g, o0, l0_next, length);
+      xs.fetch(x, sm.x_rows, kn, b0 + n_next, g, k0, l0_next, length);
+      ds.store(sm.d[buffer ^ 1]);
+      xs.store(sm.x[buffer ^ 1]);
+    }
 #pragma unroll
-      for (int l = 0; l < kStep; ++l) {
-        float dv[kPer], xv[kPer];
+    for (int l = 0; l < kStep; ++l) {
+      const float4 d4 = load_float4(&sm.d[buffer][l][swizzle(l, 4 * ty)]);
+      const float4 x4 = load_float4(&sm.x[buffer][l][swizzle(l, 4 * tx)]);
+      const float dv[kPer] = {d4.x, d4.y, d4.z, d4.w}, xv[kPer] = {x4.x, x4.y, x4.z, x4.w};
 #pragma unroll
-        for (int i = 0; i < kPer; ++i) dv[i] = d_tile[l][ty + 16 * i];
+      for (int i = 0; i < kPer; ++i) {
 #pragma unroll
-        for (int j = 0; j < kPer; ++j) xv[j] = x_tile[l][tx + 16 * j];
+        for (int j = 0; j < kPer; ++j) prod[i][j] = __fmaf_rn(dv[i], xv[j], prod[i][j]);
+      }
+    }
+    if (l0_next == 0) {  // sample b0 + n is complete
 #pragma unroll
-        for (int i = 0; i < kPer; ++i) {
+      for (int i = 0; i < kPer; ++i) {
 #pragma unroll
-          for (int j = 0; j < kPer; ++j) prod[i][j] = __fmaf_rn(dv[i], xv[j], prod[i][j]);
+        for (int j = 0; j < kPer; ++j) {
+          const float p = prod[i][j];
+          acc[i][j] = absolute ? __fadd_rn(acc[i][j], fabsf(p)) : __fmaf_rn(p, p, acc[i][j]);
+          prod[i][j] = 0.0f;
         }
       }
-      __syncthreads();
     }
-#pragma unroll
-    for (int i = 0; i < kPer; ++i) {
-#pragma unroll
-      for (int j = 0; j < kPer; ++j) {
-        const float p = prod[i][j];
-        acc[i][j] = absolute ? __fadd_rn(acc[i][j], fabsf(p)) : __fmaf_rn(p, p, acc[i][j]);
-      }
-    }
+    __syncthreads();  // the stores above are visible, and every read of `buffer` is done
+    buffer ^= 1;
+    n = n_next;
+    l0 = l0_next;
   }
   const int64_t rows = s.groups * s.o_per_group;
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
 #pragma unroll
     for (int j = 0; j < kPer; ++j) {
-      const int64_t o = o0 + ty + 16 * i, k = k0 + tx + 16 * j;
+      const int64_t o = o0 + 4 * ty + i, k = k0 + 4 * tx + j;
       if (o >= s.o_per_group || k >= s.k_per_group) continue;
       const int64_t at = (g * s.o_per_group + o) * s.k_per_group + k;
       if (partial) {
@@ -123,11 +246,13 @@ static __global__ void add_slices_kernel(const float* __restrict__ partial, int 
   }
 }
 
-// How many slices of the batch: enough blocks for about two waves of the GPU, at most one
-// slice per sample, within the grid's z limit, and a workspace of at most 256 MB. This
-// depends on the device's multiprocessor count, so a result's bits are fixed per GPU model.
+// How many slices of the batch: enough blocks for about two waves of the GPU at the
+// kSqMinBlocks blocks per multiprocessor that fit, at most one slice per sample, within the
+// grid's z limit, and a workspace of at most 256 MB. This depends on the device's
+// multiprocessor count, so a result's bits are fixed per GPU model.
 inline int choose_slices(const SqShape& s, int64_t blocks_per_slice, int sms) {
-  const int64_t want = (2 * static_cast<int64_t>(sms) + blocks_per_slice - 1) / blocks_per_slice;
+  const int64_t wave = int64_t{kSqMinBlocks} * sms;
+  const int64_t want = (2 * wave + blocks_per_slice - 1) / blocks_per_slice;
   const int64_t by_grid = 65535 / s.groups;
   const int64_t by_memory =
       std::max<int64_t>(1, (int64_t{64} << 20) / std::max<int64_t>(1, s.groups * s.o_per_group * s.k_per_group));
@@ -153,6 +278,12 @@ inline PerSampleSqPlan plan_per_sample_sq(const SqShape& s, int sms) {
   const int64_t k_tiles = (s.k_per_group + kTile - 1) / kTile, o_tiles = (s.o_per_group + kTile - 1) / kTile;
   if (o_tiles > 65535 || s.groups > 65535 || k_tiles > 0x7fffffff) {
     plan.error = "ssd_fast: per-sample op: too many output channels or groups for one launch";
+    return plan;
+  }
+  if (s.length > INT32_MAX - kStep || s.o_per_group > INT32_MAX || s.k_per_group > INT32_MAX) {
+    plan.error =
+        "ssd_fast: per-sample op: a sample has 2^31 or more positions or channels, beyond the CUDA kernel's 32-bit "
+        "indexing; compute this layer on the torch path (ssd_fast.per_sample._fused.enabled = False)";
     return plan;
   }
   plan.slices = choose_slices(s, k_tiles * o_tiles * s.groups, sms);
