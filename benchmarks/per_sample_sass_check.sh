@@ -5,7 +5,8 @@
 # occupancy, and fails when
 #   - a per_sample_sq_kernel spills or needs more than 64 registers (4 blocks of 256
 #     threads per multiprocessor = 50% occupancy at sm_90),
-#   - its SASS calls a subroutine (a 64-bit division or remainder is such a call).
+#   - its SASS calls a subroutine (a 64-bit division or remainder is such a call),
+#   - a tensor-core variant (SqMmaMath) holds no HMMA instruction, or the fp32 one does.
 # Usage: bash benchmarks/per_sample_sass_check.sh   (needs nvcc; cuobjdump from CUDA or triton)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,12 +24,19 @@ cat > "$work/kernels.cu" <<'EOF'
 #include <cuda_fp16.h>
 #include "csrc/cuda/kernels/per_sample_sq.cuh"
 #include "csrc/cuda/kernels/per_sample_sq_loaders.cuh"
+#include "csrc/cuda/kernels/per_sample_sq_mma.cuh"
 using namespace ssd_fast::cuda;
+using Tf32 = SqMmaMath<SqTensorCore::kTf32>;
+using Bf16 = SqMmaMath<SqTensorCore::kBf16>;
 void* kernels[] = {
     (void*)per_sample_sq_kernel<true, true, ConvGradLoad<float>, Im2colLoad<float>>,
     (void*)per_sample_sq_kernel<false, false, TokenLoad<float>, TokenLoad<float>>,
     (void*)per_sample_sq_kernel<true, true, ConvGradLoad<__nv_bfloat16>, Im2colLoad<__nv_bfloat16>>,
     (void*)per_sample_sq_kernel<false, false, TokenLoad<__nv_bfloat16>, TokenLoad<__nv_bfloat16>>,
+    (void*)per_sample_sq_kernel<true, true, ConvGradLoad<float>, Im2colLoad<float>, Tf32>,
+    (void*)per_sample_sq_kernel<false, false, TokenLoad<float>, TokenLoad<float>, Tf32>,
+    (void*)per_sample_sq_kernel<true, true, ConvGradLoad<__nv_bfloat16>, Im2colLoad<__nv_bfloat16>, Bf16>,
+    (void*)per_sample_sq_kernel<false, false, TokenLoad<__nv_bfloat16>, TokenLoad<__nv_bfloat16>, Bf16>,
     (void*)add_slices_kernel,
 };
 EOF
@@ -64,9 +72,14 @@ for name, body in re.findall(r"Function : (\S+)\n(.*?)(?=Function :|\Z)", open(s
     calls = len(re.findall(r"\bCALL\b", body))
     lds128 = len(re.findall(r"LDS\.128", body))
     ffma = len(re.findall(r"\bFFMA\b", body))
-    print(f"{name[:70]:70s} calls={calls} LDS.128={lds128} FFMA={ffma}")
+    hmma = len(re.findall(r"\bHMMA\.", body))
+    tensor_core = "SqMmaMath" in name
+    print(f"{name[:70]:70s} calls={calls} LDS.128={lds128} FFMA={ffma} HMMA={hmma}")
     if calls:
         print("  FAIL: a subroutine call (a 64-bit division?) in the per-sample kernel")
+        failed = True
+    if tensor_core != (hmma > 0):
+        print("  FAIL: HMMA instructions belong to the tensor-core variants and only to them")
         failed = True
 sys.exit(1 if failed else 0)
 EOF

@@ -192,14 +192,27 @@ struct Oracle {
   std::vector<double> bound;
 };
 
-inline double gamma_n(double n) {
-  const double u = 0x1p-24;
-  return n * u / (1 - n * u);
-}
+inline double gamma_n(double n, double u = 0x1p-24) { return n * u / (1 - n * u); }
 
-inline Oracle oracle_fp64(const Problem& p, const std::vector<float>& out0, float scale, bool absolute) {
+// The tensor-core paths (kernels/per_sample_sq_mma.cuh) round D and X to tf32 / bf16 first
+// (relative error at most `input_rel`: 2^-11 for tf32, 2^-8 for bf16), so a product is off by
+// at most (2 input_rel + input_rel^2) |D X|, and add in an undocumented order and internal
+// precision: allowed here as 2 (L + 16) additions of relative error 2^-23 each (truncation).
+struct Rounding {
+  double input_rel = 0;      // operand rounding (0: fp32 operands, exact)
+  double add_u = 0x1p-24;    // per addition
+  double additions_per_step = 1;
+};
+inline Rounding tensor_core_rounding(double input_rel) { return {input_rel, 0x1p-23, 2}; }
+
+inline Oracle oracle_fp64(const Problem& p, const std::vector<float>& out0, float scale, bool absolute,
+                          Rounding rounding = {}) {
   Oracle r{std::vector<double>(out0.begin(), out0.end()), std::vector<double>(out0.size(), 0.0)};
-  const double gl = gamma_n(static_cast<double>(p.length) + 16), gb = gamma_n(static_cast<double>(p.batch) + 2);
+  const double d = rounding.input_rel;
+  const double gl = (2 * d + d * d) +
+                    (1 + d) * (1 + d) * gamma_n(rounding.additions_per_step * (static_cast<double>(p.length) + 16),
+                                                rounding.add_u);
+  const double gb = gamma_n(static_cast<double>(p.batch) + 2);
   const double u = 0x1p-24;
   for (int64_t g = 0; g < p.groups; ++g)
     for (int64_t o = 0; o < p.o_per_group; ++o)
@@ -297,7 +310,7 @@ CheckedLoad<Load, Direct> checked(Load inner, Direct direct, int64_t batch, int6
 }
 
 // The emulated kernels on the spec's inputs, in their own dtype and strides.
-template <class T>
+template <class T, class Math = SqFmaMath>
 PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out) {
   const auto& geo = in.geo;
   const int64_t length = geo.out_h * geo.out_w;
@@ -319,10 +332,10 @@ PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out)
   const auto dc = checked(dl, d_direct, s.batch, s.groups, s.o_per_group, s.length);
   const auto xc = checked(xl, x_direct, s.batch, s.groups, s.k_per_group, s.length);
   if (!dc.fits || !xc.fits) throw std::invalid_argument("a test sample beyond 32-bit offsets");
-  return per_sample_sq<true, true>(out, dc, xc, s, c.scale, c.absolute, c.sms);
+  return per_sample_sq<true, true, Math>(out, dc, xc, s, c.scale, c.absolute, c.sms);
 }
 
-template <class T>
+template <class T, class Math = SqFmaMath>
 PerSampleSqPlan run_tokens(const TokensSpec& c, const TokensInputs<T>& in, float* out) {
   const auto dl = TokenLoad<T>::make(in.dy.data.data(), c.tokens, c.out_features, in.dy.stride[0], in.dy.stride[1],
                                      in.dy.stride[2]);
@@ -334,7 +347,7 @@ PerSampleSqPlan run_tokens(const TokensSpec& c, const TokensInputs<T>& in, float
   const auto dc = checked(dl, d_direct, s.batch, 1, s.o_per_group, s.length);
   const auto xc = checked(xl, x_direct, s.batch, 1, s.k_per_group, s.length);
   if (!dc.fits || !xc.fits) throw std::invalid_argument("a test sample beyond 32-bit offsets");
-  return per_sample_sq<false, false>(out, dc, xc, s, c.scale, c.absolute, c.sms);
+  return per_sample_sq<false, false, Math>(out, dc, xc, s, c.scale, c.absolute, c.sms);
 }
 
 }  // namespace emu_test

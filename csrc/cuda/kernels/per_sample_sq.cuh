@@ -136,7 +136,52 @@ struct Stager {
   }
 };
 
-template <bool kDLFast, bool kXLFast, class DLoad, class XLoad>
+// The math of the default ("exact") path: fp32 FMAs, 4 x 4 adjacent outputs per thread.
+// A math policy holds one sample's product and the running sum of f(product) for its
+// thread's outputs; per_sample_sq_mma.cuh has the tensor-core ones.
+struct SqFmaMath {
+  float prod[kPer][kPer] = {}, acc[kPer][kPer] = {};
+
+  // prod += this slice of D (rows o) times this slice of X (rows k), l in order.
+  __device__ void multiply(const float (*d)[kTile], const float (*x)[kTile]) {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;  // this thread: o = 4 ty + i, k = 4 tx + j
+#pragma unroll
+    for (int l = 0; l < kStep; ++l) {
+      const float4 d4 = load_float4(&d[l][swizzle(l, 4 * ty)]);
+      const float4 x4 = load_float4(&x[l][swizzle(l, 4 * tx)]);
+      const float dv[kPer] = {d4.x, d4.y, d4.z, d4.w}, xv[kPer] = {x4.x, x4.y, x4.z, x4.w};
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+#pragma unroll
+        for (int j = 0; j < kPer; ++j) prod[i][j] = __fmaf_rn(dv[i], xv[j], prod[i][j]);
+      }
+    }
+  }
+  // acc += f(prod); prod = 0 (a sample is complete)
+  __device__ void fold(bool absolute) {
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) {
+        const float p = prod[i][j];
+        acc[i][j] = absolute ? __fadd_rn(acc[i][j], fabsf(p)) : __fmaf_rn(p, p, acc[i][j]);
+        prod[i][j] = 0.0f;
+      }
+    }
+  }
+  // f(o, k, sum) for each of this thread's outputs, (o, k) within the tile
+  template <class F>
+  __device__ void for_each_output(F f) const {
+    const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+#pragma unroll
+    for (int i = 0; i < kPer; ++i) {
+#pragma unroll
+      for (int j = 0; j < kPer; ++j) f(4 * ty + i, 4 * tx + j, acc[i][j]);
+    }
+  }
+};
+
+template <bool kDLFast, bool kXLFast, class DLoad, class XLoad, class Math = SqFmaMath>
 __global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
     per_sample_sq_kernel(DLoad d, XLoad x, SqShape s, int64_t per_slice, int slices, bool absolute, float scale,
                          float* __restrict__ out, bool partial) {
@@ -153,8 +198,7 @@ __global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
   if (t >= kTile && t - kTile < kn) sm.x_rows[t - kTile] = x.row(g, k0 + t - kTile);
   __syncthreads();
 
-  const int tx = t % 16, ty = t / 16;  // this thread: o = 4 ty + i, k = 4 tx + j
-  float acc[kPer][kPer] = {}, prod[kPer][kPer] = {};
+  Math math;
   Stager<kDLFast, DLoad> ds;
   Stager<kXLFast, XLoad> xs;
   // this slice's samples b0 + n, n < count (32-bit: fewer registers than a 64-bit b)
@@ -191,52 +235,28 @@ __global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
       ds.store(sm.d[buffer ^ 1]);
       xs.store(sm.x[buffer ^ 1]);
     }
-#pragma unroll
-    for (int l = 0; l < kStep; ++l) {
-      const float4 d4 = load_float4(&sm.d[buffer][l][swizzle(l, 4 * ty)]);
-      const float4 x4 = load_float4(&sm.x[buffer][l][swizzle(l, 4 * tx)]);
-      const float dv[kPer] = {d4.x, d4.y, d4.z, d4.w}, xv[kPer] = {x4.x, x4.y, x4.z, x4.w};
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-#pragma unroll
-        for (int j = 0; j < kPer; ++j) prod[i][j] = __fmaf_rn(dv[i], xv[j], prod[i][j]);
-      }
-    }
-    if (l0_next == 0) {  // sample b0 + n is complete
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-#pragma unroll
-        for (int j = 0; j < kPer; ++j) {
-          const float p = prod[i][j];
-          acc[i][j] = absolute ? __fadd_rn(acc[i][j], fabsf(p)) : __fmaf_rn(p, p, acc[i][j]);
-          prod[i][j] = 0.0f;
-        }
-      }
-    }
+    math.multiply(sm.d[buffer], sm.x[buffer]);
+    if (l0_next == 0) math.fold(absolute);  // sample b0 + n is complete
     __syncthreads();  // the stores above are visible, and every read of `buffer` is done
     buffer ^= 1;
     n = n_next;
     l0 = l0_next;
   }
   const int64_t rows = s.groups * s.o_per_group;
-#pragma unroll
-  for (int i = 0; i < kPer; ++i) {
-#pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int64_t o = o0 + 4 * ty + i, k = k0 + 4 * tx + j;
-      if (o >= s.o_per_group || k >= s.k_per_group) continue;
-      const int64_t at = (g * s.o_per_group + o) * s.k_per_group + k;
-      if (partial) {
-        out[slice * rows * s.k_per_group + at] = acc[i][j];
-      } else {
-        out[at] = __fmaf_rn(scale, acc[i][j], out[at]);
-      }
+  math.for_each_output([&](int oi, int ki, float sum) {
+    const int64_t o = o0 + oi, k = k0 + ki;
+    if (o >= s.o_per_group || k >= s.k_per_group) return;
+    const int64_t at = (g * s.o_per_group + o) * s.k_per_group + k;
+    if (partial) {
+      out[slice * rows * s.k_per_group + at] = sum;
+    } else {
+      out[at] = __fmaf_rn(scale, sum, out[at]);
     }
-  }
+  });
 }
 
 // out[i] += scale * sum over s (in order) of partial[s][i]
-static __global__ void add_slices_kernel(const float* __restrict__ partial, int slices, int64_t n, float scale,
+[[maybe_unused]] static __global__ void add_slices_kernel(const float* __restrict__ partial, int slices, int64_t n, float scale,
                                           float* __restrict__ out) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
