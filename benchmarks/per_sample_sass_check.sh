@@ -7,7 +7,8 @@
 #     threads per multiprocessor = 50% occupancy at sm_90),
 #   - its SASS calls a subroutine (a 64-bit division or remainder is such a call),
 #   - a tensor-core variant (SqMmaMath) holds no HMMA instruction, or the fp32 one does.
-# Usage: bash benchmarks/per_sample_sass_check.sh   (needs nvcc; cuobjdump from CUDA or triton)
+# Usage: bash benchmarks/per_sample_sass_check.sh            (needs nvcc; cuobjdump from CUDA or triton)
+#        bash benchmarks/per_sample_sass_check.sh ssd_fast/_C*.so   (the SASS checks on a built extension)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cuda_home=${CUDA_HOME:-/usr/local/cuda}
@@ -17,8 +18,10 @@ cuobjdump=$(command -v cuobjdump || true)
 if [ -z "$cuobjdump" ]; then
   cuobjdump=$(python -c 'import triton, os; print(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/cuobjdump"))' 2>/dev/null || true)
 fi
+built_so=${1:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+if [ -z "$built_so" ]; then
 cat > "$work/kernels.cu" <<'EOF'
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -61,11 +64,15 @@ for name, body in re.findall(r"Compiling entry function '(\w+)' for 'sm_90'\n(.*
         failed = True
 sys.exit(1 if failed else 0)
 EOF
+else
+  cp "$built_so" "$work/kernels.cubin"  # a built extension: the SASS checks only, on its machine code
+fi
 if [ -n "$cuobjdump" ] && [ -x "$cuobjdump" ]; then
   "$cuobjdump" -sass "$work/kernels.cubin" > "$work/sass.txt"
   python - "$work/sass.txt" <<'EOF'
 import re, sys
 failed = False
+kinds = set()
 for name, body in re.findall(r"Function : (\S+)\n(.*?)(?=Function :|\Z)", open(sys.argv[1]).read(), re.S):
     if "per_sample_sq_kernel" not in name:
         continue
@@ -74,6 +81,7 @@ for name, body in re.findall(r"Function : (\S+)\n(.*?)(?=Function :|\Z)", open(s
     ffma = len(re.findall(r"\bFFMA\b", body))
     hmma = len(re.findall(r"\bHMMA\.", body))
     tensor_core = "SqMmaMath" in name
+    kinds.add(tensor_core)
     print(f"{name[:70]:70s} calls={calls} LDS.128={lds128} FFMA={ffma} HMMA={hmma}")
     if calls:
         print("  FAIL: a subroutine call (a 64-bit division?) in the per-sample kernel")
@@ -81,6 +89,9 @@ for name, body in re.findall(r"Function : (\S+)\n(.*?)(?=Function :|\Z)", open(s
     if tensor_core != (hmma > 0):
         print("  FAIL: HMMA instructions belong to the tensor-core variants and only to them")
         failed = True
+if kinds != {False, True}:
+    print("FAIL: expected both fp32 and tensor-core per_sample_sq_kernel variants in the SASS")
+    failed = True
 sys.exit(1 if failed else 0)
 EOF
 else

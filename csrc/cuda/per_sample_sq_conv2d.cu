@@ -15,7 +15,8 @@ namespace {
 
 void per_sample_sq_conv2d_cuda(const at::Tensor& out, const at::Tensor& dy_in, const at::Tensor& x_in,
                                at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                               int64_t groups, double scale, bool absolute) {
+                               int64_t groups, double scale, bool absolute, c10::string_view precision) {
+  const PerSamplePrecision math = check_per_sample_precision("per_sample_sq_conv2d_", precision);
   const Conv2dGeometry geo =
       check_per_sample_sq_conv2d_args(out, dy_in, x_in, stride, padding, dilation, groups, scale);
   const auto [dy, x] = to_common_dtype(dy_in, x_in);
@@ -31,7 +32,7 @@ void per_sample_sq_conv2d_cuda(const at::Tensor& out, const at::Tensor& dy_in, c
                    "per_sample_sq_conv2d_: one sample of dy or x spans 2^31 elements or more, beyond the CUDA "
                    "kernel's 32-bit offsets; compute this layer on the torch path "
                    "(ssd_fast.per_sample._fused.enabled = False)");
-    launch_per_sample_sq</*kDLFast=*/true, /*kXLFast=*/true>(out, dl, xl, shape, scale, absolute);
+    launch_per_sample_sq</*kDLFast=*/true, /*kXLFast=*/true>(out, dl, xl, shape, scale, absolute, math);
   });
 }
 

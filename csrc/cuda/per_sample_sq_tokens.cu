@@ -13,7 +13,8 @@ namespace ssd_fast::cuda {
 namespace {
 
 void per_sample_sq_tokens_cuda(const at::Tensor& out, const at::Tensor& dy_in, const at::Tensor& x_in, double scale,
-                               bool absolute) {
+                               bool absolute, c10::string_view precision) {
+  const PerSamplePrecision math = check_per_sample_precision("per_sample_sq_tokens_", precision);
   check_per_sample_sq_tokens_args(out, dy_in, x_in, scale);
   const auto [dy, x] = to_common_dtype(dy_in, x_in);
   const SqShape shape{x.size(0), 1, dy.size(2), x.size(2), x.size(1)};
@@ -26,7 +27,7 @@ void per_sample_sq_tokens_cuda(const at::Tensor& out, const at::Tensor& dy_in, c
                    "per_sample_sq_tokens_: one sample of dy or x spans 2^31 elements or more, beyond the CUDA "
                    "kernel's 32-bit offsets; compute this layer on the torch path "
                    "(ssd_fast.per_sample._fused.enabled = False)");
-    launch_per_sample_sq</*kDLFast=*/false, /*kXLFast=*/false>(out, dl, xl, shape, scale, absolute);
+    launch_per_sample_sq</*kDLFast=*/false, /*kXLFast=*/false>(out, dl, xl, shape, scale, absolute, math);
   });
 }
 
