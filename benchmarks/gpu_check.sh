@@ -44,6 +44,14 @@ timeout 150 $PY benchmarks/bench_per_sample.py --device cuda --fused-cuda --mode
   --methods plain,per_sample,per_sample_torch,plain_bf16,per_sample_bf16 --batch 256 --vit-batch 32 --layers \
   --json "$OUT/per_sample.json" 2>&1 | tail -60
 
+# ---- per-sample kernels: SASS of the built extension, fraction of peak per layer, routing calibration (issue 19)
+step "per-sample kernels: HMMA in the tensor-core variants, fraction of peak per layer, calibration"
+so=$(ls ssd_fast/_C*.so | head -1)
+bash benchmarks/per_sample_sass_check.sh "$so" 2>&1 | tee "$OUT/per_sample_sass.txt" | tail -12
+timeout 120 $PY benchmarks/per_sample_peak.py --device cuda --repeats 3 --json "$OUT/per_sample_peak.json" \
+  --calibration "$OUT/per_sample_calibration.json" 2>&1 | tee "$OUT/per_sample_peak.txt" | tail -80
+# ---- end of the per-sample kernels step
+
 step "precision: exact / tf32 / bf16 importances against fp64"
 timeout 45 $PY benchmarks/precision_error.py --device cuda --json "$OUT/precision.json" 2>&1 | tail -8
 
