@@ -282,6 +282,7 @@ struct CheckedLoad {
   int64_t batch, groups, rows, length;
   using Row = typename Load::Row;
   using Col = typename Load::Col;
+  using scalar_type = typename Load::scalar_type;
   bool fits = inner.fits;
   __device__ const auto* sample(int64_t b) const { return inner.sample(b); }
   __device__ Row row(int64_t g, int64_t r) const {
@@ -291,15 +292,28 @@ struct CheckedLoad {
   __device__ Col col(int l) const { return inner.col(l); }
   __device__ void advance(Col& c) const { inner.advance(c); }
   template <class S>
-  __device__ float load(const S* s, Row r, Col c, SqWhere at) const {
+  __device__ void check_at(const S* s, SqWhere at) const {
     if (at.b < 0 || at.b >= batch || at.g < 0 || at.g >= groups || at.r < 0 || at.r >= rows || at.l < 0 ||
         at.l >= length) {
       emu::fail("a per-sample loader was called out of range");
     }
     if (s != inner.sample(at.b)) emu::fail("a per-sample loader was given another sample's pointer");
+  }
+  template <class S>
+  __device__ float load(const S* s, Row r, Col c, SqWhere at) const {
+    check_at(s, at);
     const float v = inner.load(s, r, c, at), want = direct(at);
     if (std::memcmp(&v, &want, sizeof(v)) != 0) emu::fail("a per-sample loader's cursor reached the wrong element");
     return v;
+  }
+  // the asynchronous path's address: the element there (0 for nullptr) must be the one named
+  template <class S>
+  __device__ const S* address(const S* s, Row r, Col c, SqWhere at) const {
+    check_at(s, at);
+    const S* e = inner.address(s, r, c, at);
+    const float v = e == nullptr ? 0.0f : static_cast<float>(*e), want = direct(at);
+    if (std::memcmp(&v, &want, sizeof(v)) != 0) emu::fail("a per-sample loader's address is the wrong element");
+    return e;
   }
 };
 

@@ -19,7 +19,9 @@
 //   shared memory for 16 FMAs (the tiles' float4 columns are XOR-swizzled by the row, so
 //   that neither the stores of the staging nor these reads conflict in banks beyond 2-way);
 // - staging is double-buffered in shared memory: the next slice is staged into the other
-//   buffer before this one is multiplied; one barrier per slice instead of two;
+//   buffer before this one is multiplied; one barrier per slice instead of two. fp32
+//   operands are copied with cp.async on sm_80+ (no registers, the copy overlaps the math);
+//   other dtypes go through registers, to be converted;
 // - __launch_bounds__(256, 4) holds a thread to 64 registers: 4 blocks, 50% occupancy.
 //
 // The fixed order, element by element (the emulator's tests check it bit for bit; the same
@@ -38,8 +40,13 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "device_api.h"
+
+#if !defined(__CUDACC__)
+#include "cp_async_emulator.h"
+#endif
 
 namespace ssd_fast::cuda {
 
@@ -83,6 +90,30 @@ __device__ inline float4 load_float4(const float* at) {
 #endif
 }
 
+// Asynchronous 4-byte global -> shared copies (cp.async, sm_80+): no register holds the
+// value, and the copy proceeds while the thread computes. `valid` false writes 0 (src-size 0:
+// nothing is read). Before sm_80 a plain load and store; in the emulator, emu::cp_async,
+// which delays every copy until its wait (csrc/emulator/cp_async_emulator.h).
+__device__ inline void copy_async_f32(float* dst, const float* src, bool valid) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned to = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(to), "l"(src), "r"(valid ? 4 : 0) : "memory");
+#elif defined(__CUDACC__)
+  *dst = valid ? *src : 0.0f;
+#else
+  emu::cp_async(dst, src, 4, valid ? 4 : 0);
+#endif
+}
+
+// Commit this thread's copies and wait for all of them (cp.async.wait_all).
+__device__ inline void copy_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#elif !defined(__CUDACC__)
+  emu::cp_async_wait_all();
+#endif
+}
+
 // A block's shared memory: two buffers of the two tiles, and the loaders' row tables.
 template <class DRow, class XRow>
 struct alignas(16) SqShared {
@@ -93,10 +124,12 @@ struct alignas(16) SqShared {
 };
 
 // One operand's staging state for this thread: its columns' cursors and the slice it
-// holds in registers between the global read and the shared store.
+// holds in registers between the global read and the shared store. fp32 operands skip the
+// registers: fetch_async copies them straight into the tile (cp.async on sm_80+).
 template <bool kLFast, class Load>
 struct Stager {
   using Map = StageMap<kLFast>;
+  static constexpr bool kAsync = std::is_same_v<typename Load::scalar_type, float>;
   typename Load::Col cols[Map::kCols];
   float held[4];
 
@@ -121,6 +154,23 @@ struct Stager {
         const int r = Map::row(threadIdx.x, i), l = l0 + Map::col(threadIdx.x, j);
         held[i * Map::kCols + j] =
             r < rn && l < length ? load.load(sample, rows[r], cols[j], SqWhere{b, g, r0 + r, l}) : 0.0f;
+      }
+    }
+  }
+  // Copies this thread's elements of slice l0 of sample b into `tile`, asynchronously (0
+  // outside the tile and in the padding); they land by the next copy_async_wait_all.
+  template <class Row>
+  __device__ void fetch_async(const Load& load, const Row* rows, int rn, int64_t b, int64_t g, int64_t r0, int l0,
+                              int length, float (*tile)[kTile]) {
+    const float* sample = load.sample(b);
+#pragma unroll
+    for (int i = 0; i < Map::kRows; ++i) {
+#pragma unroll
+      for (int j = 0; j < Map::kCols; ++j) {
+        const int r = Map::row(threadIdx.x, i), lt = Map::col(threadIdx.x, j), l = l0 + lt;
+        const float* src =
+            r < rn && l < length ? load.address(sample, rows[r], cols[j], SqWhere{b, g, r0 + r, l}) : nullptr;
+        copy_async_f32(&tile[lt][swizzle(lt, r)], src != nullptr ? src : sample, src != nullptr);
       }
     }
   }
@@ -205,14 +255,28 @@ __global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
   const int64_t b0 = slice * per_slice;
   const int count = static_cast<int>(std::max<int64_t>(0, std::min(s.batch, b0 + per_slice) - b0));
   int n = 0, l0 = 0, buffer = 0;
+  // stage slice l0 of sample b0 + n into `to`: copies in flight (fp32 operands) or done
+  auto stage = [&](int n_at, int l0_at, int to) {
+    if constexpr (decltype(ds)::kAsync) {
+      ds.fetch_async(d, sm.d_rows, on, b0 + n_at, g, o0, l0_at, length, sm.d[to]);
+    } else {
+      ds.fetch(d, sm.d_rows, on, b0 + n_at, g, o0, l0_at, length);
+      ds.store(sm.d[to]);
+    }
+    if constexpr (decltype(xs)::kAsync) {
+      xs.fetch_async(x, sm.x_rows, kn, b0 + n_at, g, k0, l0_at, length, sm.x[to]);
+    } else {
+      xs.fetch(x, sm.x_rows, kn, b0 + n_at, g, k0, l0_at, length);
+      xs.store(sm.x[to]);
+    }
+  };
+  constexpr bool kAsync = decltype(ds)::kAsync || decltype(xs)::kAsync;
   if (n < count) {
     ds.start(d);
     xs.start(x);
-    ds.fetch(d, sm.d_rows, on, b0, g, o0, 0, length);
-    xs.fetch(x, sm.x_rows, kn, b0, g, k0, 0, length);
-    ds.store(sm.d[0]);
-    xs.store(sm.x[0]);
+    stage(0, 0, 0);
   }
+  if constexpr (kAsync) copy_async_wait_all();
   __syncthreads();
   while (n < count) {
     // the slice after this one, staged into the other buffer before this one's math: its
@@ -229,15 +293,11 @@ __global__ void __launch_bounds__(kSqThreads, kSqMinBlocks)
       ds.advance(d);
       xs.advance(x);
     }
-    if (n_next < count) {  // into the buffer that nobody reads since the last barrier
-      ds.fetch(d, sm.d_rows, on, b0 + n_next, g, o0, l0_next, length);
-      xs.fetch(x, sm.x_rows, kn, b0 + n_next, g, k0, l0_next, length);
-      ds.store(sm.d[buffer ^ 1]);
-      xs.store(sm.x[buffer ^ 1]);
-    }
+    if (n_next < count) stage(n_next, l0_next, buffer ^ 1);  // nobody reads buffer ^ 1 since the last barrier
     math.multiply(sm.d[buffer], sm.x[buffer]);
     if (l0_next == 0) math.fold(absolute);  // sample b0 + n is complete
-    __syncthreads();  // the stores above are visible, and every read of `buffer` is done
+    if constexpr (kAsync) copy_async_wait_all();  // this thread's copies into buffer ^ 1 have landed
+    __syncthreads();        // and everyone's are visible; every read of `buffer` is done
     buffer ^= 1;
     n = n_next;
     l0 = l0_next;

@@ -10,6 +10,8 @@
 //                  needs a division (im2col): built once per sample per thread (one 32-bit
 //                  division), then
 //   advance(col)   moves it kStep columns on, with additions only;
+//   address(p, row, col, at) the element's address (nullptr in a convolution's padding),
+//                  for cp.async of fp32 operands;
 //   load(p, row, col, at) the element, 0 in a convolution's padding. `at` names
 //                  (b, g, r, l): loaders whose column part is a multiplication (l * stride)
 //                  take l from it and keep no cursor (registers are scarce: see the
@@ -42,6 +44,7 @@ inline bool sample_fits_int32(std::initializer_list<std::pair<int64_t, int64_t>>
 // Conv2d's dy viewed as [B, O, L] (L = output positions), by strides.
 template <typename scalar_t>
 struct ConvGradLoad {
+  using scalar_type = scalar_t;
   const scalar_t* p;
   int64_t sb;
   int so, sl, o_per_group;
@@ -60,8 +63,11 @@ struct ConvGradLoad {
   __device__ Row row(int64_t g, int64_t o) const { return {static_cast<int>((g * o_per_group + o) * so)}; }
   __device__ Col col(int) const { return {}; }
   __device__ void advance(Col&) const {}
-  __device__ float load(const scalar_t* s, Row r, Col, SqWhere at) const {
-    return static_cast<float>(s[r.off + static_cast<int>(at.l) * sl]);
+  __device__ const scalar_t* address(const scalar_t* s, Row r, Col, SqWhere at) const {
+    return s + r.off + static_cast<int>(at.l) * sl;
+  }
+  __device__ float load(const scalar_t* s, Row r, Col c, SqWhere at) const {
+    return static_cast<float>(*address(s, r, c, at));
   }
 };
 
@@ -69,6 +75,7 @@ struct ConvGradLoad {
 // x[b, g*Cg + c, ho*sh - ph + i*dh, wo*sw - pw + j*dw], 0 in the padding.
 template <typename scalar_t>
 struct Im2colLoad {
+  using scalar_type = scalar_t;
   const scalar_t* p;
   int64_t sb;
   int s_c, s_h, s_w;                    // the tensor's strides
@@ -117,19 +124,25 @@ struct Im2colLoad {
       c.h0 += sh;
     }
   }
-  __device__ float load(const scalar_t* s, Row r, Col c, SqWhere) const {
+  // The element's address, or nullptr in the padding.
+  __device__ const scalar_t* address(const scalar_t* s, Row r, Col c, SqWhere) const {
     const int h = c.h0 + r.hi, w = c.w0 + r.wj;
     if (static_cast<unsigned>(h) >= static_cast<unsigned>(height) ||
         static_cast<unsigned>(w) >= static_cast<unsigned>(width)) {
-      return 0.0f;
+      return nullptr;
     }
-    return static_cast<float>(s[r.off + c.h0 * s_h + c.w0 * s_w]);
+    return s + r.off + c.h0 * s_h + c.w0 * s_w;
+  }
+  __device__ float load(const scalar_t* s, Row r, Col c, SqWhere at) const {
+    const scalar_t* e = address(s, r, c, at);
+    return e == nullptr ? 0.0f : static_cast<float>(*e);
   }
 };
 
 // A token tensor v[b, t, r] by strides: dy (r = o) or x (r = k); the group is always 0.
 template <typename scalar_t>
 struct TokenLoad {
+  using scalar_type = scalar_t;
   const scalar_t* p;
   int64_t sb;
   int st, sr;
@@ -147,8 +160,11 @@ struct TokenLoad {
   __device__ Row row(int64_t, int64_t r) const { return {static_cast<int>(r) * sr}; }
   __device__ Col col(int) const { return {}; }
   __device__ void advance(Col&) const {}
-  __device__ float load(const scalar_t* s, Row r, Col, SqWhere at) const {
-    return static_cast<float>(s[r.off + static_cast<int>(at.l) * st]);
+  __device__ const scalar_t* address(const scalar_t* s, Row r, Col, SqWhere at) const {
+    return s + r.off + static_cast<int>(at.l) * st;
+  }
+  __device__ float load(const scalar_t* s, Row r, Col c, SqWhere at) const {
+    return static_cast<float>(*address(s, r, c, at));
   }
 };
 
