@@ -10,6 +10,8 @@
 // cut into S slices; each writes its partial sums to a workspace [S, O, K], and a second
 // kernel adds them up in slice order. Every sum runs in a fixed order: same input, same
 // bits. Products and sums are fp32 fused multiply-adds (__fmaf_rn, whatever --fmad says).
+// That is the default math (SqFmaMath, precision "exact"); precision "tf32" / "bf16" swap in
+// tensor-core math for each sample's product (per_sample_sq_mma.cuh), all else unchanged.
 //
 // Built to keep the multiprocessor busy (issue 19):
 // - staging does no division: the loaders (per_sample_sq_loaders.cuh) split an address into
@@ -34,7 +36,8 @@
 //   S slices:   sum = 0; for s in order: sum = sum + acc_s; out = fma(scale, sum, out).
 //
 // UNVERIFIED on a GPU: the emulator runs this code on the CPU in every CI run, but the
-// rules keep CUDA on the torch path until benchmarks/gpu_check.sh passes on a GPU.
+// rules keep CUDA on the torch path until benchmarks/gpu_check.sh passes on a GPU (or its
+// calibration for the GPU model routes layers here: ssd_fast/per_sample/_fused.py).
 #pragma once
 
 #include <algorithm>
