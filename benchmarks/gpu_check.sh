@@ -82,6 +82,14 @@ if ((build_rc == 0)); then
     --methods plain,per_sample,per_sample_torch,plain_bf16,per_sample_bf16 --batch 256 --vit-batch 32 --layers \
     --json "$OUT/per_sample.json" 2>&1 | tail -60
 
+  # ---- per-sample kernels: SASS of the built extension, fraction of peak per layer, routing calibration (issue 19)
+  step "per-sample kernels: HMMA in the tensor-core variants, fraction of peak per layer, calibration"
+  so=$(ls ssd_fast/_C*.so | head -1)
+  run_step 20 bash benchmarks/per_sample_sass_check.sh "$so" 2>&1 | tee "$OUT/per_sample_sass.txt" | tail -12
+  run_step 90 $PY benchmarks/per_sample_peak.py --device cuda --repeats 3 --json "$OUT/per_sample_peak.json" \
+    --calibration "$OUT/per_sample_calibration.json" 2>&1 | tee "$OUT/per_sample_peak.txt" | tail -80
+  # ---- end of the per-sample kernels step
+
   step "kernel benchmarks"
   run_step 60 $PY benchmarks/kernel_bench.py --device cuda --repeats 30 --json "$OUT/kernels.json" 2>&1 |
     tee "$OUT/kernels.txt" | tail -30

@@ -18,12 +18,17 @@ TORCH_LIBRARY(ssd_fast, m) {
   // Per-sample squared weight gradients, summed over the batch without forming them:
   // out[o, k] += scale * sum_b (sum_t dy[b,t,o] * x[b,t,k])^2, or |.| when absolute.
   // dy [B, T, O], x [B, T, K] (a Linear over tokens), out [O, K] float32.
-  m.def("per_sample_sq_tokens_(Tensor(a!) out, Tensor dy, Tensor x, float scale, bool absolute) -> ()");
+  // precision: "exact" (fp32 products), "tf32" or "bf16" (each sample's product may use
+  // tensor cores with operands rounded to TF32 / bf16, as on CUDA sm_80+; the CPU computes
+  // "exact" whatever is asked).
+  m.def(
+      "per_sample_sq_tokens_(Tensor(a!) out, Tensor dy, Tensor x, float scale, bool absolute, "
+      "str precision=\"exact\") -> ()");
   // The same for a Conv2d, whose x is the implicit im2col of the input [B, C, H, W];
   // dy [B, O, Ho, Wo], out [O, C/groups, kh, kw] float32 (the kernel size is out's).
   m.def(
       "per_sample_sq_conv2d_(Tensor(a!) out, Tensor dy, Tensor x, int[2] stride, int[2] padding, "
-      "int[2] dilation, int groups, float scale, bool absolute) -> ()");
+      "int[2] dilation, int groups, float scale, bool absolute, str precision=\"exact\") -> ()");
 }
 
 #ifdef SSD_FAST_PYTHON_MODULE

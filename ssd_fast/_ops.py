@@ -75,11 +75,13 @@ if is_built():
         return None
 
     @torch.library.register_fake("ssd_fast::per_sample_sq_tokens_")
-    def _per_sample_sq_tokens_fake(out, dy, x, scale, absolute) -> None:
+    def _per_sample_sq_tokens_fake(out, dy, x, scale, absolute, precision="exact") -> None:
         return None
 
     @torch.library.register_fake("ssd_fast::per_sample_sq_conv2d_")
-    def _per_sample_sq_conv2d_fake(out, dy, x, stride, padding, dilation, groups, scale, absolute) -> None:
+    def _per_sample_sq_conv2d_fake(
+        out, dy, x, stride, padding, dilation, groups, scale, absolute, precision="exact"
+    ) -> None:
         return None
 
 
@@ -100,9 +102,14 @@ def sq_accumulate_(importances: list[torch.Tensor], grads: list[torch.Tensor], s
     torch.ops.ssd_fast.sq_accumulate_(importances, grads, float(scale), bool(absolute))
 
 
-def per_sample_sq_tokens_(out: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, scale: float, absolute: bool) -> None:
-    """out[o, k] += scale * sum_b (sum_t dy[b,t,o] x[b,t,k])**2 (|.| when absolute), in fp32."""
-    torch.ops.ssd_fast.per_sample_sq_tokens_(out, dy, x, float(scale), bool(absolute))
+def per_sample_sq_tokens_(
+    out: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, scale: float, absolute: bool, precision: str = "exact"
+) -> None:
+    """out[o, k] += scale * sum_b (sum_t dy[b,t,o] x[b,t,k])**2 (|.| when absolute), in fp32.
+
+    precision "tf32" / "bf16" lets CUDA (sm_80+) form each sample's product on tensor cores
+    from operands rounded to TF32 / bf16; the CPU computes "exact" for all three."""
+    torch.ops.ssd_fast.per_sample_sq_tokens_(out, dy, x, float(scale), bool(absolute), str(precision))
 
 
 def per_sample_sq_conv2d_(
@@ -115,9 +122,21 @@ def per_sample_sq_conv2d_(
     groups: int,
     scale: float,
     absolute: bool,
+    precision: str = "exact",
 ) -> None:
     """out [O, C/groups, kh, kw] += scale * sum_b g_b**2 (|g_b| when absolute), g_b sample b's
-    Conv2d weight gradient for input x [B, C, H, W] and output gradient dy [B, O, Ho, Wo]."""
+    Conv2d weight gradient for input x [B, C, H, W] and output gradient dy [B, O, Ho, Wo].
+
+    precision as for per_sample_sq_tokens_."""
     torch.ops.ssd_fast.per_sample_sq_conv2d_(
-        out, dy, x, list(stride), list(padding), list(dilation), int(groups), float(scale), bool(absolute)
+        out,
+        dy,
+        x,
+        list(stride),
+        list(padding),
+        list(dilation),
+        int(groups),
+        float(scale),
+        bool(absolute),
+        str(precision),
     )

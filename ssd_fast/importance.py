@@ -25,6 +25,7 @@ from ._pairing import model_fingerprint
 from ._precision import check_precision, effective_precision, precision_scope
 from .importances import MODES, Importances, register_compute
 from .per_sample import PerClass, PerSampleAccumulator, Weighted
+from .per_sample._fused import recording as record_per_sample_paths
 
 
 class Accumulator(Protocol):
@@ -201,7 +202,12 @@ def importance(
     n_samples = n_batches = 0
     batch_size = None
     try:
-        with eval_mode(model), torch.enable_grad(), precision_scope(precision, device.type):
+        with (
+            eval_mode(model),
+            torch.enable_grad(),
+            precision_scope(precision, device.type),
+            record_per_sample_paths() as per_sample_paths,
+        ):
             for batch in with_progress(data, progress and _parallel.is_main(), desc=f"importance ({mode})"):
                 inputs, targets = unpack_batch(batch, unpack, label_free=label_free)
                 inputs, targets = to_device(inputs, device), to_device(targets, device)
@@ -238,6 +244,7 @@ def importance(
         precision=effective_precision(precision, device.type),
         fingerprint=model_fingerprint(model),
         checkpoint_probe=probe.values(),
+        per_sample_paths=per_sample_paths if mode == "per_sample" else None,
     )
 
 

@@ -37,6 +37,7 @@ METADATA = (
     "precision",
     "fingerprint",
     "checkpoint_probe",
+    "per_sample_paths",
 )
 # How the values were computed: parts that differ here cannot be merged, and update() keeps them.
 HOW_COMPUTED = ("mode", "label_free", "precision")
@@ -169,6 +170,7 @@ class Importances(Mapping[str, torch.Tensor]):
         fingerprint: str | None = None,
         checkpoint_probe: Mapping[str, list[float]] | None = None,
         precision: str = "exact",
+        per_sample_paths: Mapping[str, str] | None = None,
         model: nn.Module | None = None,
     ) -> None:
         if model is not None:  # record the model's fingerprint and probe, as importance() does
@@ -192,6 +194,11 @@ class Importances(Mapping[str, torch.Tensor]):
         self.fingerprint = fingerprint
         # A few parameter values of the checkpoint these were computed on (see _checkpoint.py).
         self.checkpoint_probe = _check_probe(checkpoint_probe)
+        # per_sample mode: which path served each layer shape ("fused/<precision>" or "torch"),
+        # as ssd_fast.per_sample._fused chose it; None when not recorded
+        self.per_sample_paths = (
+            None if per_sample_paths is None else {str(k): str(v) for k, v in per_sample_paths.items()}
+        )
 
     # Mapping protocol: read-only by construction.
     def __getitem__(self, name: str) -> torch.Tensor:

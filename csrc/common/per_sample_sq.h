@@ -12,8 +12,10 @@
 
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
+#include <c10/util/string_view.h>
 
 #include <cmath>
+#include <string>
 
 #include "conv2d_geometry.h"
 
@@ -21,6 +23,17 @@ namespace ssd_fast {
 
 inline bool is_per_sample_input_dtype(c10::ScalarType t) {
   return t == c10::kFloat || t == c10::kHalf || t == c10::kBFloat16 || t == c10::kDouble;
+}
+
+// The arithmetic of each sample's product (the op's `precision` argument).
+enum class PerSamplePrecision { kExact, kTf32, kBf16 };
+
+inline PerSamplePrecision check_per_sample_precision(const char* op, c10::string_view precision) {
+  if (precision == "exact") return PerSamplePrecision::kExact;
+  if (precision == "tf32") return PerSamplePrecision::kTf32;
+  if (precision == "bf16") return PerSamplePrecision::kBf16;
+  TORCH_CHECK(false, "ssd_fast::", op, ": precision must be \"exact\", \"tf32\" or \"bf16\", got \"",
+              std::string(precision), "\"");
 }
 
 inline void check_per_sample_common(const char* op, const at::Tensor& out, const at::Tensor& dy,

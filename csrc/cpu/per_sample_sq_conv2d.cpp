@@ -121,7 +121,9 @@ struct Im2colRows {
 
 void per_sample_sq_conv2d_cpu(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x,
                               at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                              int64_t groups, double scale, bool absolute) {
+                              int64_t groups, double scale, bool absolute, c10::string_view precision) {
+  // the CPU has no TF32 or bf16 products here: every precision computes "exact"
+  check_per_sample_precision("per_sample_sq_conv2d_", precision);
   const Conv2dGeometry geo = check_per_sample_sq_conv2d_args(out, dy, x, stride, padding, dilation, groups, scale);
   const int64_t batch = x.size(0), length = geo.out_h * geo.out_w;
   // One pass over each input puts it in the layout the tiles read: x as contiguous fp32

@@ -11,7 +11,8 @@ namespace ssd_fast {
 namespace {
 
 void per_sample_sq_tokens_cpu(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x, double scale,
-                              bool absolute) {
+                              bool absolute, c10::string_view precision) {
+  check_per_sample_precision("per_sample_sq_tokens_", precision);  // the CPU computes "exact" for every one
   check_per_sample_sq_tokens_args(out, dy, x, scale);
   // One pass over each input puts it in the layout the tiles read in place: dy as fp32
   // [B, T, O] (usually already so), x as fp32 [B, K, T]; bf16 or fp16 is upcast in that pass.

@@ -148,6 +148,7 @@ struct Warp {
   int lanes;
   uint64_t slots[2][32] = {};
   unsigned masks[2][32] = {};
+  unsigned char blobs[2][32][64] = {};  // warp_gather's larger exchanges (mma.sync fragments)
 };
 
 // Storage shared by one block's threads.
@@ -244,6 +245,23 @@ inline void warp_exchange(unsigned mask, uint64_t value, const char* what, Read 
     if (w.masks[buffer][lane] != mask) fail("the lanes of one warp passed different masks to a warp intrinsic");
   }
   read(w.slots[buffer]);
+}
+
+// All 32 lanes of a full warp publish `mine` (up to 64 bytes), meet, and each reads the 32
+// published values through `read(const T* all)`. The same alternating buffers as
+// warp_exchange (one counter for both keeps the argument above valid).
+template <class T, class Read>
+inline void warp_gather(const T& mine, const char* what, Read read) {
+  static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= 64, "warp_gather moves up to 64 bytes per lane");
+  Block& block = current_block();
+  Warp& w = *block.warps[current_thread.warp];
+  if (w.lanes != 32) fail("a warp-collective matrix operation needs a full warp of 32 threads");
+  const int buffer = static_cast<int>(current_thread.warp_ops++ & 1);
+  std::memcpy(w.blobs[buffer][current_thread.lane], &mine, sizeof(T));
+  w.barrier.arrive_and_wait(what);
+  T all[32];
+  for (int lane = 0; lane < 32; ++lane) std::memcpy(&all[lane], w.blobs[buffer][lane], sizeof(T));
+  read(static_cast<const T*>(all));
 }
 
 inline void sync_block(const char* tag) { current_block().barrier.arrive_and_wait(tag); }

@@ -11,6 +11,7 @@
 #include "../../csrc/cuda/kernels/multi_tensor.cuh"
 #include "../../csrc/cuda/kernels/per_sample_sq.cuh"
 #include "../../csrc/cuda/kernels/per_sample_sq_loaders.cuh"
+#include "../../csrc/cuda/kernels/per_sample_sq_mma.cuh"
 #include "../../csrc/cuda/kernels/select_dampen.cuh"
 #include "../../csrc/cuda/kernels/sq_accumulate.cuh"
 
@@ -53,14 +54,14 @@ size_t sq_accumulate(const std::vector<float*>& imp, const std::vector<grad_t*>&
 
 // The per-sample engine, as launch_per_sample_sq does for a device with `sms`
 // multiprocessors (which decides the batch slicing); returns the plan it ran.
-template <bool kDLFast, bool kXLFast, class DLoad, class XLoad>
+template <bool kDLFast, bool kXLFast, class Math = SqFmaMath, class DLoad, class XLoad>
 PerSampleSqPlan per_sample_sq(float* out, const DLoad& d, const XLoad& x, const SqShape& s, float scale,
                               bool absolute, int sms) {
   const PerSampleSqPlan plan = plan_per_sample_sq(s, sms);
   if (plan.empty) return plan;
   if (plan.error != nullptr) throw std::invalid_argument(plan.error);
   const dim3 grid(plan.grid[0], plan.grid[1], plan.grid[2]);
-  const auto kernel = per_sample_sq_kernel<kDLFast, kXLFast, DLoad, XLoad>;
+  const auto kernel = per_sample_sq_kernel<kDLFast, kXLFast, DLoad, XLoad, Math>;
   if (plan.slices == 1) {
     emu::launch(grid, dim3(kSqThreads), kernel, d, x, s, plan.per_slice, 1, absolute, scale, out, false);
     return plan;

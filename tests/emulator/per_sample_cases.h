@@ -192,14 +192,27 @@ struct Oracle {
   std::vector<double> bound;
 };
 
-inline double gamma_n(double n) {
-  const double u = 0x1p-24;
-  return n * u / (1 - n * u);
-}
+inline double gamma_n(double n, double u = 0x1p-24) { return n * u / (1 - n * u); }
 
-inline Oracle oracle_fp64(const Problem& p, const std::vector<float>& out0, float scale, bool absolute) {
+// The tensor-core paths (kernels/per_sample_sq_mma.cuh) round D and X to tf32 / bf16 first
+// (relative error at most `input_rel`: 2^-11 for tf32, 2^-8 for bf16), so a product is off by
+// at most (2 input_rel + input_rel^2) |D X|, and add in an undocumented order and internal
+// precision: allowed here as 2 (L + 16) additions of relative error 2^-23 each (truncation).
+struct Rounding {
+  double input_rel = 0;      // operand rounding (0: fp32 operands, exact)
+  double add_u = 0x1p-24;    // per addition
+  double additions_per_step = 1;
+};
+inline Rounding tensor_core_rounding(double input_rel) { return {input_rel, 0x1p-23, 2}; }
+
+inline Oracle oracle_fp64(const Problem& p, const std::vector<float>& out0, float scale, bool absolute,
+                          Rounding rounding = {}) {
   Oracle r{std::vector<double>(out0.begin(), out0.end()), std::vector<double>(out0.size(), 0.0)};
-  const double gl = gamma_n(static_cast<double>(p.length) + 16), gb = gamma_n(static_cast<double>(p.batch) + 2);
+  const double d = rounding.input_rel;
+  const double gl = (2 * d + d * d) +
+                    (1 + d) * (1 + d) * gamma_n(rounding.additions_per_step * (static_cast<double>(p.length) + 16),
+                                                rounding.add_u);
+  const double gb = gamma_n(static_cast<double>(p.batch) + 2);
   const double u = 0x1p-24;
   for (int64_t g = 0; g < p.groups; ++g)
     for (int64_t o = 0; o < p.o_per_group; ++o)
@@ -256,43 +269,99 @@ inline std::vector<float> model_fp32(const Problem& p, const std::vector<float>&
   return out;
 }
 
-// A loader that enforces the engine's contract (kernels/per_sample_sq.cuh: loaders "are
-// never called out of range"): an out-of-range call reads memory that may well exist (the
-// next group's rows, the next sample) and change no result, so it is caught here instead.
-template <class Load>
+// A loader that enforces the engine's contract (kernels/per_sample_sq_loaders.cuh): rows
+// are looked up and elements loaded only in range. An out-of-range call reads memory that
+// may well exist (the next group's rows, the next sample) and change no result, so it is
+// caught here instead. It also checks that the loader's split address (sample, row table,
+// column cursor) reaches the element that (b, g, r, l) names, by the loader's unsplit
+// arithmetic given as `direct`.
+template <class Load, class Direct>
 struct CheckedLoad {
-  Load load;
+  Load inner;
+  Direct direct;
   int64_t batch, groups, rows, length;
-  __device__ float operator()(int64_t b, int64_t g, int64_t r, int64_t l) const {
-    if (b < 0 || b >= batch || g < 0 || g >= groups || r < 0 || r >= rows || l < 0 || l >= length) {
+  using Row = typename Load::Row;
+  using Col = typename Load::Col;
+  using scalar_type = typename Load::scalar_type;
+  bool fits = inner.fits;
+  __device__ const auto* sample(int64_t b) const { return inner.sample(b); }
+  __device__ Row row(int64_t g, int64_t r) const {
+    if (g < 0 || g >= groups || r < 0 || r >= rows) emu::fail("a per-sample loader's row was looked up out of range");
+    return inner.row(g, r);
+  }
+  __device__ Col col(int l) const { return inner.col(l); }
+  __device__ void advance(Col& c) const { inner.advance(c); }
+  template <class S>
+  __device__ void check_at(const S* s, SqWhere at) const {
+    if (at.b < 0 || at.b >= batch || at.g < 0 || at.g >= groups || at.r < 0 || at.r >= rows || at.l < 0 ||
+        at.l >= length) {
       emu::fail("a per-sample loader was called out of range");
     }
-    return load(b, g, r, l);
+    if (s != inner.sample(at.b)) emu::fail("a per-sample loader was given another sample's pointer");
+  }
+  template <class S>
+  __device__ float load(const S* s, Row r, Col c, SqWhere at) const {
+    check_at(s, at);
+    const float v = inner.load(s, r, c, at), want = direct(at);
+    if (std::memcmp(&v, &want, sizeof(v)) != 0) emu::fail("a per-sample loader's cursor reached the wrong element");
+    return v;
+  }
+  // the asynchronous path's address: the element there (0 for nullptr) must be the one named
+  template <class S>
+  __device__ const S* address(const S* s, Row r, Col c, SqWhere at) const {
+    check_at(s, at);
+    const S* e = inner.address(s, r, c, at);
+    const float v = e == nullptr ? 0.0f : static_cast<float>(*e), want = direct(at);
+    if (std::memcmp(&v, &want, sizeof(v)) != 0) emu::fail("a per-sample loader's address is the wrong element");
+    return e;
   }
 };
 
-// The emulated kernels on the spec's inputs, in their own dtype and strides.
-template <class T>
-PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out) {
-  const int64_t length = in.geo.out_h * in.geo.out_w;
-  // dy viewed as [B, O, L]: valid for both stored orders, since (ho, wo) is row-major in both
-  const ConvGradLoad<T> dl{in.dy.data.data(), in.dy.stride[0], in.dy.stride[1], in.dy.stride[3],
-                           c.out_channels / c.groups};
-  const Im2colLoad<T> xl{in.x.data.data(), in.x.stride[0], in.x.stride[1], in.x.stride[2], in.x.stride[3], in.geo};
-  const SqShape s{c.batch, c.groups, c.out_channels / c.groups, in.geo.c_per_group * c.kh * c.kw, length};
-  const CheckedLoad<ConvGradLoad<T>> dc{dl, s.batch, s.groups, s.o_per_group, s.length};
-  const CheckedLoad<Im2colLoad<T>> xc{xl, s.batch, s.groups, s.k_per_group, s.length};
-  return per_sample_sq<true, true>(out, dc, xc, s, c.scale, c.absolute, c.sms);
+template <class Load, class Direct>
+CheckedLoad<Load, Direct> checked(Load inner, Direct direct, int64_t batch, int64_t groups, int64_t rows,
+                                  int64_t length) {
+  return {inner, direct, batch, groups, rows, length};
 }
 
-template <class T>
+// The emulated kernels on the spec's inputs, in their own dtype and strides.
+template <class T, class Math = SqFmaMath>
+PerSampleSqPlan run_conv(const ConvSpec& c, const ConvInputs<T>& in, float* out) {
+  const auto& geo = in.geo;
+  const int64_t length = geo.out_h * geo.out_w;
+  // dy viewed as [B, O, L]: valid for both stored orders, since (ho, wo) is row-major in both
+  const auto dl = ConvGradLoad<T>::make(in.dy.data.data(), c.out_channels, length, in.dy.stride[0], in.dy.stride[1],
+                                        in.dy.stride[3], c.out_channels / c.groups);
+  const auto xl = Im2colLoad<T>::make(in.x.data.data(), c.channels, in.x.stride[0], in.x.stride[1], in.x.stride[2],
+                                      in.x.stride[3], geo);
+  const SqShape s{c.batch, c.groups, c.out_channels / c.groups, geo.c_per_group * c.kh * c.kw, length};
+  const int64_t og = s.o_per_group;
+  auto d_direct = [&in, og](SqWhere a) { return in.dy.at(a.b, a.g * og + a.r, a.l / in.geo.out_w, a.l % in.geo.out_w); };
+  auto x_direct = [&in](SqWhere a) {
+    const auto& g = in.geo;
+    const int64_t ch = a.r / (g.kh * g.kw), i = a.r % (g.kh * g.kw) / g.kw, j = a.r % g.kw;
+    const int64_t h = a.l / g.out_w * g.sh - g.ph + i * g.dh, w = a.l % g.out_w * g.sw - g.pw + j * g.dw;
+    const bool inside = h >= 0 && h < g.height && w >= 0 && w < g.width;
+    return inside ? in.x.at(a.b, a.g * g.c_per_group + ch, h, w) : 0.0f;
+  };
+  const auto dc = checked(dl, d_direct, s.batch, s.groups, s.o_per_group, s.length);
+  const auto xc = checked(xl, x_direct, s.batch, s.groups, s.k_per_group, s.length);
+  if (!dc.fits || !xc.fits) throw std::invalid_argument("a test sample beyond 32-bit offsets");
+  return per_sample_sq<true, true, Math>(out, dc, xc, s, c.scale, c.absolute, c.sms);
+}
+
+template <class T, class Math = SqFmaMath>
 PerSampleSqPlan run_tokens(const TokensSpec& c, const TokensInputs<T>& in, float* out) {
-  const TokenLoad<T> dl{in.dy.data.data(), in.dy.stride[0], in.dy.stride[1], in.dy.stride[2]};
-  const TokenLoad<T> xl{in.x.data.data(), in.x.stride[0], in.x.stride[1], in.x.stride[2]};
+  const auto dl = TokenLoad<T>::make(in.dy.data.data(), c.tokens, c.out_features, in.dy.stride[0], in.dy.stride[1],
+                                     in.dy.stride[2]);
+  const auto xl = TokenLoad<T>::make(in.x.data.data(), c.tokens, c.in_features, in.x.stride[0], in.x.stride[1],
+                                     in.x.stride[2]);
   const SqShape s{c.batch, 1, c.out_features, c.in_features, c.tokens};
-  const CheckedLoad<TokenLoad<T>> dc{dl, s.batch, 1, s.o_per_group, s.length};
-  const CheckedLoad<TokenLoad<T>> xc{xl, s.batch, 1, s.k_per_group, s.length};
-  return per_sample_sq<false, false>(out, dc, xc, s, c.scale, c.absolute, c.sms);
+  auto d_direct = [&in](SqWhere a) { return in.dy.at(a.b, a.l, a.r, 0); };
+  auto x_direct = [&in](SqWhere a) { return in.x.at(a.b, a.l, a.r, 0); };
+  const auto dc = checked(dl, d_direct, s.batch, 1, s.o_per_group, s.length);
+  const auto xc = checked(xl, x_direct, s.batch, 1, s.k_per_group, s.length);
+  if (!dc.fits || !xc.fits) throw std::invalid_argument("a test sample beyond 32-bit offsets");
+  return per_sample_sq<false, false, Math>(out, dc, xc, s, c.scale, c.absolute, c.sms);
 }
 
 }  // namespace emu_test

@@ -23,14 +23,14 @@ using SqAccumulateFn = void(at::TensorList importances, at::TensorList grads, do
 // forming those gradients. dy [B, T, O] and x [B, T, K] in fp32, bf16, fp16 or fp64
 // (accumulated in fp32); out [O, K] contiguous fp32.
 using PerSampleSqTokensFn = void(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x, double scale,
-                                 bool absolute);
+                                 bool absolute, c10::string_view precision);
 
 // The same for a Conv2d: out [O, C/groups, kh, kw] += scale * sum_b g_b^2 (|g_b| when
 // absolute), g_b sample b's weight gradient for input x [B, C, H, W] and output gradient
 // dy [B, O, Ho, Wo]; the im2col of x is gathered in place, never materialised.
 using PerSampleSqConv2dFn = void(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x,
                                  at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                 int64_t groups, double scale, bool absolute);
+                                 int64_t groups, double scale, bool absolute, c10::string_view precision);
 
 inline void select_dampen_(at::TensorList params, at::TensorList forget, at::TensorList full, double alpha,
                            double lam, const at::Tensor& selected) {
@@ -46,20 +46,21 @@ inline void sq_accumulate_(at::TensorList importances, at::TensorList grads, dou
 }
 
 inline void per_sample_sq_tokens_(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x, double scale,
-                                  bool absolute) {
+                                  bool absolute, c10::string_view precision = "exact") {
   static const auto op = c10::Dispatcher::singleton()
                               .findSchemaOrThrow("ssd_fast::per_sample_sq_tokens_", "")
                               .typed<PerSampleSqTokensFn>();
-  op.call(out, dy, x, scale, absolute);
+  op.call(out, dy, x, scale, absolute, precision);
 }
 
 inline void per_sample_sq_conv2d_(const at::Tensor& out, const at::Tensor& dy, const at::Tensor& x,
                                   at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                                  int64_t groups, double scale, bool absolute) {
+                                  int64_t groups, double scale, bool absolute,
+                                  c10::string_view precision = "exact") {
   static const auto op = c10::Dispatcher::singleton()
                               .findSchemaOrThrow("ssd_fast::per_sample_sq_conv2d_", "")
                               .typed<PerSampleSqConv2dFn>();
-  op.call(out, dy, x, stride, padding, dilation, groups, scale, absolute);
+  op.call(out, dy, x, stride, padding, dilation, groups, scale, absolute, precision);
 }
 
 }  // namespace ssd_fast

@@ -17,7 +17,7 @@ from torch import nn
 
 from ... import _ops
 from .._chunks import add_power_sum_, chunk_size, sample_chunks
-from .._fused import use_fused
+from .._fused import choose
 
 _PAD_MODES = {"zeros": "constant", "reflect": "reflect", "replicate": "replicate", "circular": "circular"}
 
@@ -51,21 +51,39 @@ def conv_rule(
         add_power_sum_(out["bias"], dy.float().reshape(n, dy.shape[1], -1).sum(2), absolute=absolute)
     if "weight" not in out:
         return
-    if use_fused(out["weight"]):
-        _fused_weight(module, x, dy, out["weight"], absolute=absolute)
+    length = math.prod(dy.shape[2:])
+    kernel_inputs = module.in_channels // module.groups * math.prod(module.kernel_size)
+    precision = choose("conv2d", out["weight"], dy, x, (n, dy.shape[1], kernel_inputs, length))
+    if precision is not None:
+        _fused_weight(module, x, dy, out["weight"], absolute=absolute, precision=precision)
     else:
         _torch_weight(module, x, dy, out["weight"], absolute=absolute, budget=budget)
 
 
 def _fused_weight(
-    module: nn.Conv1d | nn.Conv2d, x: torch.Tensor, dy: torch.Tensor, out: torch.Tensor, *, absolute: bool
+    module: nn.Conv1d | nn.Conv2d,
+    x: torch.Tensor,
+    dy: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    absolute: bool,
+    precision: str,
 ) -> None:
     """The compiled op, reading the input in place through its implicit im2col."""
     x, geometry = _as_2d(module, x)
     if dy.dim() == 3:  # Conv1d: height 1, like the input
         dy, out = dy.unsqueeze(2), out.unsqueeze(2)  # a view of the sums: the op adds into them
     _ops.per_sample_sq_conv2d_(
-        out, dy, x, geometry["stride"], geometry["padding"], geometry["dilation"], module.groups, 1.0, absolute
+        out,
+        dy,
+        x,
+        geometry["stride"],
+        geometry["padding"],
+        geometry["dilation"],
+        module.groups,
+        1.0,
+        absolute,
+        precision,
     )
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from ... import _ops
 from .._chunks import add_power_sum_, chunk_size, sample_chunks
-from .._fused import use_fused
+from .._fused import choose
 
 
 def linear_rule(
@@ -47,8 +47,9 @@ def _tokens(x: torch.Tensor, dy: torch.Tensor, out: dict[str, torch.Tensor], *, 
         add_power_sum_(out["bias"], dy.float().sum(1), absolute=absolute)
     if "weight" not in out:
         return
-    if use_fused(out["weight"]):
-        _ops.per_sample_sq_tokens_(out["weight"], dy, x, 1.0, absolute)
+    precision = choose("tokens", out["weight"], dy, x, (x.shape[0], dy.shape[-1], x.shape[-1], x.shape[1]))
+    if precision is not None:
+        _ops.per_sample_sq_tokens_(out["weight"], dy, x, 1.0, absolute, precision)
         return
     x, dy = x.float(), dy.float()
     n, _, d_in = x.shape
