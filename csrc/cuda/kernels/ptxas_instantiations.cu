@@ -18,6 +18,7 @@
 #include "multi_tensor.cuh"
 #include "per_sample_sq.cuh"
 #include "per_sample_sq_loaders.cuh"
+#include "per_sample_sq_mma.cuh"
 #include "select_dampen.cuh"
 #include "sq_accumulate.cuh"
 
@@ -30,8 +31,13 @@ static_assert(kSqThreads == 256, "update the ptxas-threads lines of the per-samp
 #define SSD_FAST_EACH_DTYPE(M) M(float) M(double) M(c10::Half) M(c10::BFloat16)
 #define SSD_FAST_SELECT_DAMPEN(T) SSD_FAST_KERNEL(multi_tensor_kernel<3, SelectDampenOp<T>>)
 #define SSD_FAST_SQ_ACCUMULATE(T) SSD_FAST_KERNEL(multi_tensor_kernel<2, SqAccumulateOp<T>>)
-#define SSD_FAST_CONV(T) SSD_FAST_KERNEL(per_sample_sq_kernel<true, true, ConvGradLoad<T>, Im2colLoad<T>>)
-#define SSD_FAST_TOKENS(T) SSD_FAST_KERNEL(per_sample_sq_kernel<false, false, TokenLoad<T>, TokenLoad<T>>)
+// The per-sample kernels in each math the launcher dispatches: fp32 FMA ("exact") and the
+// TF32 and bf16 tensor-core variants.
+#define SSD_FAST_EACH_MATH(M, T) M(T, SqFmaMath) M(T, SqMmaMath<SqTensorCore::kTf32>) M(T, SqMmaMath<SqTensorCore::kBf16>)
+#define SSD_FAST_CONV_MATH(T, MATH) SSD_FAST_KERNEL(per_sample_sq_kernel<true, true, ConvGradLoad<T>, Im2colLoad<T>, MATH>)
+#define SSD_FAST_TOKENS_MATH(T, MATH) SSD_FAST_KERNEL(per_sample_sq_kernel<false, false, TokenLoad<T>, TokenLoad<T>, MATH>)
+#define SSD_FAST_CONV(T) SSD_FAST_EACH_MATH(SSD_FAST_CONV_MATH, T)
+#define SSD_FAST_TOKENS(T) SSD_FAST_EACH_MATH(SSD_FAST_TOKENS_MATH, T)
 
 // Taking each kernel's address makes nvcc compile it.
 extern const void* const kAllKernels[] = {
