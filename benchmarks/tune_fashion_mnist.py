@@ -232,14 +232,14 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
         "cached_batches": result.cached_batches,
     }
 
-    for key, alpha in (("alpha10", 10.0), ("auto", "auto")):
+    for key, alpha in (("alpha10", 10.0), ("auto", "auto")) if args.fixed else ():
         m = copy.deepcopy(model)
         t0 = time.perf_counter()
         report = ssd_fast.dampen(m, forget_imp, full_imp, alpha=alpha, lam=1.0)
         seconds = time.perf_counter() - t0
         f, r = _test_scores(m, data, cls)
         row[key] = {"forget": f, "retain": r, "alpha": report.alpha, "lam": 1.0, "trials": 1, "seconds": seconds}
-    for key in ("tune", "alpha10", "auto"):
+    for key in ("tune", "alpha10", "auto") if args.fixed else ("tune",):
         cell = row[key]
         cell["ok"] = cell["forget"] <= 0.05 and cell["retain"] >= row["original_retain"] - 0.02
     return row
@@ -258,14 +258,16 @@ def _fmt(cell: dict) -> str:
 
 def print_table(rows: list[dict]) -> None:
     head = "forget / retain | alpha, lambda | trials | s | ok"
-    print(f"| class | orig retain | tune: {head} | alpha 10: {head} | auto: {head} |")
-    print("|" + "---|" * 17)
+    keys = [k for k in ("tune", "old", "alpha10", "auto") if all(k in r for r in rows)]
+    print("| class | orig retain | " + " | ".join(f"{k}: {head}" for k in keys) + " |")
+    print("|" + "---|" * (2 + 5 * len(keys)))
     for row in rows:
         print(
-            f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | {_fmt(row['tune'])} | "
-            f"{_fmt(row['alpha10'])} | {_fmt(row['auto'])} |"
+            f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | "
+            + " | ".join(_fmt(row[k]) for k in keys)
+            + " |"
         )
-    for key in ("tune", "alpha10", "auto"):
+    for key in keys:
         print(
             f"{key}: {sum(r[key]['ok'] for r in rows)}/{len(rows)} classes forgotten (forget <= 5%, retain drop <= 2 pts)"
         )
@@ -369,6 +371,9 @@ def main() -> None:
         help="LFSSD importances (|grad| of the squared output norm) for both D and Df, instead of the loss's",
     )
     p.add_argument("--old-search", type=int, default=0, help="also run the pre-issue-22 search on the first N classes")
+    p.add_argument(
+        "--no-fixed", dest="fixed", action="store_false", help="skip the fixed alpha 10 and alpha='auto' rows"
+    )
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: as the issue measured)")
     p.add_argument("--cache", default="/tmp/ssd_fast_fmnist_cnn")
     p.add_argument("--json", default=None)

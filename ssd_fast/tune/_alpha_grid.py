@@ -53,7 +53,7 @@ def selection_alphas(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], resolut
         return []
     counts, k = set(), 1.0
     while k < n:
-        counts.add(int(round(k)))
+        counts.add(min(int(round(k)), n - 1))
         k = max(k * resolution, k + 1)
     alphas = {float(desc[c]) for c in counts}  # desc[c]: exactly the c largest ratios lie above it
     alphas.add(float(desc[-1]) / 2)  # every finite ratio above it
