@@ -18,7 +18,7 @@ so for tune, alpha 10 and auto alike. Times are on whatever machine runs it (pri
 
 Cost: `tune`'s wall time is also given in full scoring passes: one pass is the forward of
 the model over both evaluation sets (the fastest of 5, measured in the same process), so
-the figure compares across machines and loads. `--old-search N` also runs, on the first N
+the figure compares across machines and loads. `--old-search C ...` also runs, on those
 classes, the search as it was before issue 22 (every grid point scored, bisection six
 rounds deep; its code is read from git, commit `OLD_SEARCH_COMMIT`), on the same model and
 importances, one after the other in the same process.
@@ -191,7 +191,7 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
         progress=False,
     )
     f, r = _test_scores(tuned, data, cls)
-    if args.old_search and cls in args.classes[: args.old_search]:
+    if cls in args.old_search:
         old = copy.deepcopy(model)
         old_result = old_tune_fn()(
             old,
@@ -370,7 +370,9 @@ def main() -> None:
         action="store_true",
         help="LFSSD importances (|grad| of the squared output norm) for both D and Df, instead of the loss's",
     )
-    p.add_argument("--old-search", type=int, default=0, help="also run the pre-issue-22 search on the first N classes")
+    p.add_argument(
+        "--old-search", type=int, nargs="*", default=[], help="classes to also run the pre-issue-22 search on"
+    )
     p.add_argument(
         "--no-fixed", dest="fixed", action="store_false", help="skip the fixed alpha 10 and alpha='auto' rows"
     )

@@ -12,10 +12,13 @@ with as few samples as the answer needs:
 - **Where to look.** Raising alpha only shrinks the selected set (f > alpha * d), so
   forget and retain accuracy grow (nearly) monotonically with alpha for one lambda. The
   grid is the alphas where the selected set changes, one per 5% of selected count, from
-  one sort of f/d (`_alpha_grid.py`); per lambda, bisection finds the largest alpha whose
-  forget accuracy is within `tolerance` of the aim, the setting among those reaching the
-  aim that keeps the most retain accuracy. One question on the retain set then says
-  whether it keeps enough; if so it is scored on the whole sets and becomes a finalist.
+  one sort of f/d (`_alpha_grid.py`). Per lambda, every eighth grid alpha is asked, from
+  the largest down, until one reaches the aim (forget accuracy within `tolerance`), and
+  bisection between it and the one above finds the largest alpha that does: among the
+  settings reaching the aim, it keeps the most retain accuracy. One question on the
+  retain set then says whether it keeps enough; if so it is scored on the whole sets and
+  becomes a finalist. Settings that reach the aim are the costly ones to confirm (nearly
+  the whole forget set), so smaller alphas are not asked.
 - **How much to score.** Each question ("is forget accuracy at most x?", "is retain
   accuracy at least y?") is answered from a growing prefix of the set in a fixed random
   order, as soon as an exact bound decides it (`_bounds.py`). The per-search error rate
@@ -195,16 +198,8 @@ class _OutOfTrials(Exception):
 
 
 class _Search:
-    """The search over one model: binary searches on each stage's alpha grid, per lambda.
-
-    For one stage and lambda, forget and retain accuracy grow with alpha (fewer parameters
-    dampened). So the largest alpha whose forget accuracy is within `tolerance` of the aim
-    is found by bisection on the grid; among the settings that reach the aim it keeps the
-    most retain accuracy, and one question on the retain set says whether it keeps enough.
-    Each such setting is then scored on the whole sets and becomes a finalist.
-    """
-
-    candidates = 3  # per stage and lambda: tops of runs that reach the aim, asked about retain
+    """The search over one model: per stage and lambda, the largest grid alpha that reaches
+    the aim (see `stage`), asked about retain accuracy, and scored whole when it keeps it."""
 
     def __init__(
         self,
@@ -228,49 +223,50 @@ class _Search:
         self._stage_trials = 0
 
     def stage(self, first_layer: str | None, grid: list[float], lams: Sequence[float]) -> None:
-        """Search one stage (every layer, or only from `first_layer` on); finalists are kept."""
+        """Search one stage (every layer, or only from `first_layer` on); finalists are kept.
+
+        Per lambda, the coarse alphas are asked from the largest down whether they reach the
+        aim; the first that does, and the bisection between it and the coarse alpha above,
+        give the largest alpha that reaches it. Smaller alphas dampen more and keep less
+        retain accuracy, so they are not asked: answers that reach the aim are the costly
+        ones (the whole forget set, nearly), and the best of them is the largest alpha."""
         self._stage_trials = 0
         coarse = self._coarse(len(grid))
         try:
             for lam in lams:
-                near = {i: self._answer(first_layer, grid[i], lam, self.near_aim) for i in coarse}
-                # The top of every run of alphas that reach the aim: where the answer turns False.
-                tops = [
-                    self._flip(first_layer, grid, lam, a, b)
-                    for a, b in zip(coarse, coarse[1:])
-                    if near[a] and not near[b]
-                ]
-                tops += [coarse[-1]] if coarse and near[coarse[-1]] else []
-                for top in sorted(tops, reverse=True)[: self.candidates]:
-                    setting = self._probe(first_layer, grid[top], lam, [self.keeps_retain])
-                    if setting.answers.get(self.keeps_retain):
-                        self._finalist(setting)
+                above = None  # the coarse index above, which did not reach the aim
+                for i in reversed(coarse):
+                    if self._answer(first_layer, grid[i], lam, self.near_aim):
+                        top = i if above is None else self._flip(first_layer, grid, lam, i, above)
+                        setting = self._probe(first_layer, grid[top], lam, [self.keeps_retain])
+                        if setting.answers.get(self.keeps_retain):
+                            self._finalist(setting)
                         break
+                    above = i
         except _OutOfTrials:
             pass
 
     def best_effort(self, stages: Sequence[str | None], grids: dict, lams: Sequence[float]) -> None:
-        """No stage reached the aim. Per stage and lambda, the coarse alphas whose forget
-        accuracy is under the bound, nearest the aim first (by the samples scored so far),
-        until `candidates` keep retain accuracy: finalists. Where no alpha is under the bound
-        anywhere, the smallest coarse alpha of the first stage and lambda that keeps retain
-        accuracy (the most forgetting allowed)."""
+        """No stage reached the aim. Per stage and lambda, the coarse alphas from the largest
+        down: of those whose forget accuracy is under the bound, the smallest that still keeps
+        retain accuracy (the most forgetting allowed) is a finalist; the scan stops at the
+        first that does not keep it. Where no alpha is under the bound anywhere, the smallest
+        coarse alpha of the first stage and lambda that keeps retain accuracy."""
         under = False
         for first_layer in stages:
             grid, self._stage_trials = grids[first_layer], 0
             try:
                 for lam in lams:
-                    ok = [
-                        i for i in self._coarse(len(grid)) if self._answer(first_layer, grid[i], lam, self.under_bound)
-                    ]
-                    under = under or bool(ok)
-                    kept = 0
-                    for i in sorted(ok, key=lambda i: self._forget_distance(first_layer, grid[i], lam)):
-                        if kept == self.candidates:
+                    kept = None
+                    for i in reversed(self._coarse(len(grid))):
+                        if not self._answer(first_layer, grid[i], lam, self.under_bound):
+                            continue
+                        under = True
+                        if not self._answer(first_layer, grid[i], lam, self.keeps_retain):
                             break
-                        if self._answer(first_layer, grid[i], lam, self.keeps_retain):
-                            self._finalist(self.runner.setting(first_layer, grid[i], lam)[0])
-                            kept += 1
+                        kept = i
+                    if kept is not None:
+                        self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0])
             except _OutOfTrials:
                 pass
         if under:
@@ -283,11 +279,6 @@ class _Search:
                     return
         except _OutOfTrials:
             pass
-
-    def _forget_distance(self, first_layer, alpha, lam) -> tuple[float, float]:
-        """How far from the aim a setting's forget accuracy looked on its prefix; larger alpha first on ties."""
-        setting = self.runner.setting(first_layer, alpha, lam)[0]
-        return abs(setting.tallies["forget"].accuracy - self.target.aim), -alpha
 
     def _coarse(self, n: int) -> list[int]:
         """Every `coarse_step`-th grid index, the last included: the first look along alpha."""
