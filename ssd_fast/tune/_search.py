@@ -240,7 +240,7 @@ class _Search:
                         top = i if above is None else self._flip(first_layer, grid, lam, i, above)
                         setting = self._probe(first_layer, grid[top], lam, [self.keeps_retain])
                         if setting.answers.get(self.keeps_retain):
-                            self._finalist(setting)
+                            self._finalist(setting, grid[top], lam)
                         break
                     above = i
         except _OutOfTrials:
@@ -250,9 +250,8 @@ class _Search:
         """No stage reached the aim. Per stage and lambda, the coarse alphas from the largest
         down: of those whose forget accuracy is under the bound, the smallest that still keeps
         retain accuracy (the most forgetting allowed) is a finalist; the scan stops at the
-        first that does not keep it. Where no alpha is under the bound anywhere, the smallest
-        coarse alpha of the first stage and lambda that keeps retain accuracy."""
-        under = False
+        first that does not keep it. Where no finalist keeps retain accuracy, the smallest
+        coarse alpha of the first stage and lambda that keeps it is one more."""
         for first_layer in stages:
             grid, self._stage_trials = grids[first_layer], 0
             try:
@@ -261,21 +260,20 @@ class _Search:
                     for i in reversed(self._coarse(len(grid))):
                         if not self._answer(first_layer, grid[i], lam, self.under_bound):
                             continue
-                        under = True
                         if not self._answer(first_layer, grid[i], lam, self.keeps_retain):
                             break
                         kept = i
                     if kept is not None:
-                        self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0])
+                        self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0], grid[kept], lam)
             except _OutOfTrials:
                 pass
-        if under:
+        if any(t.meets_retain for t in self.finalists):
             return
         grid, self._stage_trials = grids[stages[0]], 0
         try:
             for i in self._coarse(len(grid)):
                 if self._answer(stages[0], grid[i], lams[0], self.keeps_retain):
-                    self._finalist(self.runner.setting(stages[0], grid[i], lams[0])[0])
+                    self._finalist(self.runner.setting(stages[0], grid[i], lams[0])[0], grid[i], lams[0])
                     return
         except _OutOfTrials:
             pass
@@ -313,8 +311,9 @@ class _Search:
         self._show()
         return setting
 
-    def _finalist(self, setting: Setting) -> None:
-        """Score `setting` on the whole sets; it competes in the final choice."""
+    def _finalist(self, setting: Setting, alpha: float, lam: float) -> None:
+        """Score `setting`, asked for as (alpha, lam), on the whole sets; it competes in the final
+        choice. (A setting that selects nothing is the original model, whatever alpha asked for it.)"""
         forget_acc = self.runner.score_whole(setting, "forget")
         retain_acc = self.runner.score_whole(setting, "retain")
         meets = forget_acc <= self.target.bound + EPS and retain_acc >= self.floor - EPS
@@ -322,7 +321,7 @@ class _Search:
         if self.mia is not None and meets:
             self.runner.make_current(setting)  # the MIA scores the model as it is now
             mia = self.mia.score(self.runner.model)
-        trial = self._record(setting, setting.alpha, setting.lam, True, whole=True, mia=mia)
+        trial = self._record(setting, alpha, lam, True, whole=True, mia=mia)
         self.finalists.append(trial)
         self.trials.append(trial)
         self._show()
@@ -356,12 +355,12 @@ class _Search:
         if self.bar is None:
             return
         best, _ = _choose(self.finalists, self.target, self.tolerance) if self.finalists else (None, False)
-        self.bar.update(1)
         self.bar.set_postfix(
             best="-" if best is None else f"alpha {best.alpha:.3g} lam {best.lam:g}",
             samples=self.runner.samples,
             refresh=False,
         )
+        self.bar.update(1)  # draws the count and the postfix just set
 
 
 def tune(
@@ -525,7 +524,8 @@ def tune(
     original_forget = runner.score_whole(original, "forget")
     original_retain = runner.score_whole(original, "retain")
     bar = _progress_bar(progress)
-    coarse_step = max(1, round(math.log(COARSE) / math.log(resolution)))
+    # A grid of the caller's is looked at whole; the default one every COARSE in count first.
+    coarse_step = 1 if alphas is not None else max(1, round(math.log(COARSE) / math.log(resolution)))
     search = _Search(
         runner, target, original_retain - max_retain_drop, tolerance, max_trials, mia_scorer, bar, coarse_step
     )
@@ -599,4 +599,5 @@ def _progress_bar(enabled: bool):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(desc="ssd_fast.tune", unit="trial", leave=False)
+    # mininterval=0: every trial redraws; a trial costs at least one forward, so this is cheap.
+    return tqdm(desc="ssd_fast.tune", unit="trial", leave=False, mininterval=0)
