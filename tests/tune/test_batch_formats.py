@@ -197,3 +197,24 @@ def test_labels_that_are_not_class_indices_are_refused_with_a_clear_message() ->
         evalset.accuracy(model)
     with pytest.raises(TypeError, match="labels"):
         EvalSet([{"input_ids": torch.zeros(2, 3, dtype=torch.long)}], "forget_eval", torch.device("cpu"))
+
+
+def test_a_metric_of_your_own_scores_and_is_answered_on_whole_sets_only() -> None:
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    x, y = torch.randn(90, 4), torch.arange(90) % 3
+
+    def top2(logits, labels):  # right when the label is among the two largest outputs
+        hits = (logits.topk(2, dim=-1).indices == labels[:, None]).any(-1)
+        return hits.double(), torch.ones(len(labels))
+
+    evalset = EvalSet([(x, y)], "retain_eval", torch.device("cpu"), scoring=Scoring(model, top2))
+    with torch.no_grad():
+        want = float(top2(model(x), y)[0].mean())
+    assert abs(evalset.accuracy(model) - want) <= 1.0 / 90
+    assert evalset.widest is None and not evalset.single_units  # units unknown before scoring: no early answers
+    with pytest.raises(TypeError, match="metric"):
+        Scoring(model, "top2")
+    bad = EvalSet([(x, y)], "retain_eval", torch.device("cpu"), scoring=Scoring(model, lambda lg, lb: lg))
+    with pytest.raises(TypeError, match=r"\(hits, units\)"):
+        bad.accuracy(model)
