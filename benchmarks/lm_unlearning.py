@@ -67,10 +67,10 @@ def make_corpus(people: int, seed: int = 0) -> tuple[list[list[str]], list[int]]
 
 
 class FactLM(transformers.GPT2LMHeadModel):
-    """GPT-2 that, given a prompt alone (no mask, no labels), returns the next token's logits.
-
-    That is how `tune` scores accuracy: argmax over [batch, vocab] against the answer.
-    Everything else (importance on dict batches, training) gets the usual ModelOutput.
+    """GPT-2 that, given a prompt alone (no mask, no labels), returns the next token's logits
+    (for `answer_scores` below). Everything else gets the usual ModelOutput: importance and
+    `tune`, which scores the dict batches by token accuracy on the labelled positions (here
+    the answer alone), as the model's own loss counts them.
     """
 
     def __init__(self, config: transformers.GPT2Config):
@@ -182,10 +182,11 @@ def main() -> None:
         model,
         forget,
         full,
-        forget_eval=[(f_ids[:, :4], f_ids[:, 4])],
-        retain_eval=[(r_ids[:, :4], r_ids[:, 4])],
+        forget_eval=dict_batches(f_ids, f_labels, 64),
+        retain_eval=dict_batches(r_ids, r_labels, 64),
         retrained=retrained,
         include_auto=False,
+        progress=False,
     )
     rows["SSD (tune)"] = (answer_scores(model, f_ids), answer_scores(model, r_ids), t_importance + result.seconds)
     rows["retrained"] = (answer_scores(retrained, f_ids), answer_scores(retrained, r_ids), t_retrain)

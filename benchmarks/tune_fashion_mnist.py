@@ -15,6 +15,13 @@ original model's. `--holdout 0` trains on all 60k and scores tune on trained-on 
 instead, which misleads it (see ssd_fast/eval/data/validation.py). `--label-free` uses
 LFSSD importances (the gradient of the squared output norm, no labels) for D and Df, and
 so for tune, alpha 10 and auto alike. Times are on whatever machine runs it (print shows it).
+
+Cost: `tune`'s wall time is also given in full scoring passes: one pass is the forward of
+the model over both evaluation sets (the fastest of 5, measured in the same process), so
+the figure compares across machines and loads. `--old-search C ...` also runs, on those
+classes, the search as it was before issue 22 (every grid point scored, bisection six
+rounds deep; its code is read from git, commit `OLD_SEARCH_COMMIT`), on the same model and
+importances, one after the other in the same process.
 """
 
 from __future__ import annotations
@@ -25,7 +32,11 @@ import importlib
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+import types
 
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,6 +48,55 @@ from ssd_fast.eval.training import train
 
 # The module's function, whether or not ssd_fast/__init__ exports `tune` yet.
 tune_fn = importlib.import_module("ssd_fast.tune._search").tune
+
+OLD_SEARCH_COMMIT = "549ee11"  # the last commit before issue 22's search
+_OLD_FILES = (
+    "__init__.py",
+    "_search.py",
+    "_alpha_grid.py",
+    "_evaluation.py",
+    "_target.py",
+    "_layer_starts.py",
+    "_mia.py",
+)
+
+
+def old_tune_fn():
+    """The pre-issue-22 `tune`, loaded from git as the package `ssd_fast._tune_before_22`
+    (relative imports resolve by package name, so it uses today's core)."""
+    name = "ssd_fast._tune_before_22"
+    if name in sys.modules:
+        return sys.modules[name + "._search"].tune
+    root = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+    folder = tempfile.mkdtemp(prefix="tune_before_22_")
+    for f in _OLD_FILES:
+        text = subprocess.run(
+            ["git", "show", f"{OLD_SEARCH_COMMIT}:ssd_fast/tune/{f}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=root.stdout.strip(),
+        ).stdout
+        with open(os.path.join(folder, f), "w") as fh:
+            fh.write(text)
+    package = types.ModuleType(name)
+    package.__path__ = [folder]
+    sys.modules[name] = package
+    return importlib.import_module(name + "._search").tune
+
+
+@torch.no_grad()
+def scoring_pass_seconds(model, loaders, repeats: int = 5) -> float:
+    """One full scoring pass: the model's forward over every batch of `loaders`; the fastest of `repeats`."""
+    model.eval()
+    batches = [(x, y) for loader in loaders for x, y in loader]
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for x, _ in batches:
+            model(x).argmax(1)
+        best = min(best, time.perf_counter() - t0)
+    return best
 
 
 def _loader(x: torch.Tensor, y: torch.Tensor, batch_size: int = 64, shuffle: bool = False, seed: int = 0) -> DataLoader:
@@ -118,6 +178,9 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
 
     tuned = copy.deepcopy(model)
     forget_eval, retain_eval = _eval_subsets(eval_pool, cls, args.forget_eval, args.retain_eval, args.seed)
+    pass_s = scoring_pass_seconds(model, (forget_eval, retain_eval))
+    eval_size = sum(len(y) for loader in (forget_eval, retain_eval) for _, y in loader)
+    row["pass_s"], row["eval_size"] = pass_s, eval_size
     result = tune_fn(
         tuned,
         forget_imp,
@@ -125,8 +188,31 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
         forget_eval=forget_eval,
         retain_eval=retain_eval,
         max_retain_drop=args.max_retain_drop,
+        progress=False,
     )
     f, r = _test_scores(tuned, data, cls)
+    if cls in args.old_search:
+        old = copy.deepcopy(model)
+        old_result = old_tune_fn()(
+            old,
+            forget_imp,
+            full_imp,
+            forget_eval=forget_eval,
+            retain_eval=retain_eval,
+            max_retain_drop=args.max_retain_drop,
+        )
+        of, orr = _test_scores(old, data, cls)
+        row["old"] = {
+            "forget": of,
+            "retain": orr,
+            "alpha": old_result.alpha,
+            "lam": old_result.lam,
+            "trials": len(old_result.trials),
+            "seconds": old_result.seconds,
+            "passes": old_result.seconds / pass_s,
+            "first_layer": old_result.first_layer,
+            "ok": of <= 0.05 and orr >= row["original_retain"] - 0.02,
+        }
     row["tune"] = {
         "forget": f,
         "retain": r,
@@ -140,16 +226,20 @@ def run_class(model, data, eval_pool: TensorDataset, full_imp, cls: int, args) -
         "eval_retain": result.retain_acc,
         "first_layer": result.first_layer,
         "timing": dict(result.timing),
+        "samples": result.samples_scored,
+        "passes": result.seconds / pass_s,
+        "sample_passes": result.samples_scored / eval_size,
+        "cached_batches": result.cached_batches,
     }
 
-    for key, alpha in (("alpha10", 10.0), ("auto", "auto")):
+    for key, alpha in (("alpha10", 10.0), ("auto", "auto")) if args.fixed else ():
         m = copy.deepcopy(model)
         t0 = time.perf_counter()
         report = ssd_fast.dampen(m, forget_imp, full_imp, alpha=alpha, lam=1.0)
         seconds = time.perf_counter() - t0
         f, r = _test_scores(m, data, cls)
         row[key] = {"forget": f, "retain": r, "alpha": report.alpha, "lam": 1.0, "trials": 1, "seconds": seconds}
-    for key in ("tune", "alpha10", "auto"):
+    for key in ("tune", "alpha10", "auto") if args.fixed else ("tune",):
         cell = row[key]
         cell["ok"] = cell["forget"] <= 0.05 and cell["retain"] >= row["original_retain"] - 0.02
     return row
@@ -168,14 +258,16 @@ def _fmt(cell: dict) -> str:
 
 def print_table(rows: list[dict]) -> None:
     head = "forget / retain | alpha, lambda | trials | s | ok"
-    print(f"| class | orig retain | tune: {head} | alpha 10: {head} | auto: {head} |")
-    print("|" + "---|" * 17)
+    keys = [k for k in ("tune", "old", "alpha10", "auto") if all(k in r for r in rows)]
+    print("| class | orig retain | " + " | ".join(f"{k}: {head}" for k in keys) + " |")
+    print("|" + "---|" * (2 + 5 * len(keys)))
     for row in rows:
         print(
-            f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | {_fmt(row['tune'])} | "
-            f"{_fmt(row['alpha10'])} | {_fmt(row['auto'])} |"
+            f"| {row['class']} {row['name']} | {100 * row['original_retain']:.1f} | "
+            + " | ".join(_fmt(row[k]) for k in keys)
+            + " |"
         )
-    for key in ("tune", "alpha10", "auto"):
+    for key in keys:
         print(
             f"{key}: {sum(r[key]['ok'] for r in rows)}/{len(rows)} classes forgotten (forget <= 5%, retain drop <= 2 pts)"
         )
@@ -191,6 +283,24 @@ def print_table(rows: list[dict]) -> None:
         "tune time split: "
         + ", ".join(f"{k} {v:.2f} s ({100 * v / seconds:.0f}%)" for k, v in split.items())
         + f"; per trial: apply {1e3 * split['apply'] / trials:.2f} ms, restore {1e3 * split['restore'] / trials:.2f} ms"
+    )
+
+
+def print_cost(rows: list[dict]) -> None:
+    """tune's cost per class: trials, samples scored, wall time in full scoring passes; the old search's beside it."""
+    print("| class | trials | samples scored (passes) | wall time, passes | old search: trials | old: passes | ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        t, o = row["tune"], row.get("old")
+        old = f"{o['trials']} | {o['passes']:.1f} | {o['passes'] / t['passes']:.1f}x" if o else "- | - | -"
+        print(
+            f"| {row['class']} {row['name']} | {t['trials']} | {t['samples']} ({t['sample_passes']:.1f}) | "
+            f"{t['passes']:.1f} | {old} |"
+        )
+    print(
+        f"one pass = forward over {rows[0]['eval_size']} images, {1e3 * min(r['pass_s'] for r in rows):.0f}-"
+        f"{1e3 * max(r['pass_s'] for r in rows):.0f} ms (fastest of 5, per class); most passes: "
+        f"{max(r['tune']['passes'] for r in rows):.1f}"
     )
 
 
@@ -260,6 +370,13 @@ def main() -> None:
         action="store_true",
         help="LFSSD importances (|grad| of the squared output norm) for both D and Df, instead of the loss's",
     )
+    p.add_argument(
+        "--old-search", type=int, nargs="*", default=[], help="classes to also run the pre-issue-22 search on"
+    )
+    p.add_argument(
+        "--no-fixed", dest="fixed", action="store_false", help="skip the fixed alpha 10 and alpha='auto' rows"
+    )
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: as the issue measured)")
     p.add_argument("--cache", default="/tmp/ssd_fast_fmnist_cnn")
     p.add_argument("--json", default=None)
     p.add_argument(
@@ -274,6 +391,7 @@ def main() -> None:
         combine(*args.combine)
         return
 
+    torch.set_num_threads(args.threads)
     data, held_out = split_validation(load_fashion_mnist(), args.holdout, seed=args.seed)
     eval_pool = held_out if args.holdout else TensorDataset(data.train_x, data.train_y)
     stem = _cache_stem(args)
@@ -289,10 +407,21 @@ def main() -> None:
         t = rows[-1]["tune"]
         print(
             f"class {cls}: tune alpha={t['alpha']} lam={t['lam']} from={t['first_layer']} test forget {100 * t['forget']:.1f} "
-            f"retain {100 * t['retain']:.1f} ({t['trials']} trials, {t['seconds']:.1f} s)",
+            f"retain {100 * t['retain']:.1f} ({t['trials']} trials, {t['samples']} samples, {t['seconds']:.1f} s "
+            f"= {t['passes']:.1f} passes of {rows[-1]['pass_s']:.3f} s)"
+            + (
+                f"; old search: {o['trials']} trials, {o['seconds']:.1f} s = {o['passes']:.1f} passes, test forget "
+                f"{100 * o['forget']:.1f} retain {100 * o['retain']:.1f}"
+                if (o := rows[-1].get("old"))
+                else ""
+            ),
             flush=True,
         )
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump(rows, fh, indent=1)
     print_table(rows)
+    print_cost(rows)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=1)

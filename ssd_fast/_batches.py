@@ -128,3 +128,39 @@ def with_progress(data: Iterable, enabled: bool, desc: str) -> Iterable:
 
     total = len(data) if hasattr(data, "__len__") else None
     return tqdm(data, total=total, desc=desc, leave=False, unit="batch")
+
+
+def take_rows(inputs: Any, rows: torch.Tensor, batch: int) -> Any:
+    """The samples `rows` of a batch of `batch` samples: every tensor with that leading size is
+    indexed, whatever nests it (tuples, lists, dicts); anything else is passed on as it is."""
+    if isinstance(inputs, torch.Tensor):
+        return inputs.index_select(0, rows.to(inputs.device)) if inputs.dim() and inputs.shape[0] == batch else inputs
+    if isinstance(inputs, Mapping):
+        return {k: take_rows(v, rows, batch) for k, v in inputs.items()}
+    if isinstance(inputs, (tuple, list)):
+        return type(inputs)(take_rows(v, rows, batch) for v in inputs)
+    return inputs
+
+
+def cat_rows(pieces: list[Any]) -> Any:
+    """The pieces joined along the batch dimension, or `NO_FIT` where they do not fit together
+    (sequences padded to different lengths, different keys, different non-tensor values)."""
+    first = pieces[0]
+    if isinstance(first, torch.Tensor):
+        if not all(isinstance(p, torch.Tensor) and p.dim() and p.shape[1:] == first.shape[1:] for p in pieces):
+            return NO_FIT
+        return torch.cat(pieces)
+    if isinstance(first, Mapping):
+        if not all(isinstance(p, Mapping) and p.keys() == first.keys() for p in pieces):
+            return NO_FIT
+        joined = {k: cat_rows([p[k] for p in pieces]) for k in first}
+        return NO_FIT if any(v is NO_FIT for v in joined.values()) else joined
+    if isinstance(first, (tuple, list)):
+        if not all(type(p) is type(first) and len(p) == len(first) for p in pieces):
+            return NO_FIT
+        parts = [cat_rows([p[i] for p in pieces]) for i in range(len(first))]
+        return NO_FIT if any(v is NO_FIT for v in parts) else type(first)(parts)
+    return first if all(p is first or p == first for p in pieces) else NO_FIT
+
+
+NO_FIT = object()  # cat_rows: the pieces cannot be joined into one batch

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .._batches import eval_mode
+from .._batches import call_model, eval_mode, to_device, unpack_batch
 from ..tune._mia import entropy  # the attack's feature, shared with tune's MIA aim
 
 
@@ -42,8 +42,10 @@ def predict(model: nn.Module, data: Dataset | Iterable, *, batch_size: int = 512
     device = _device_of(model)
     logits, targets = [], []
     with eval_mode(model):
-        for x, y in _batches(data, batch_size, device):
-            logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        for batch in _batches(data, batch_size, device):
+            # Any batch importance takes: (x, y), tuple inputs, dict batches with labels; ModelOutput logits.
+            x, y = unpack_batch(batch, None, label_free=False)
+            logits.append(call_model(model, to_device(x, device)).float().cpu())
             targets.append(y.cpu())
     if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.int64)

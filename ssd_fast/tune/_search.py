@@ -2,30 +2,51 @@
 
 SSD's weak point is alpha: on Fashion-MNIST the right value ranges from 3 to 100 per
 class (measured with benchmarks/tune_fashion_mnist.py). Dampening costs microseconds to
-milliseconds, so a search is cheap once the two importances exist: prepare one
-`Dampener` (validated and paired once, with a snapshot), then for each trial restore,
-apply, and score on small evaluation subsets taken
-from the training data. The test set is never needed.
+milliseconds, so nearly all of a search's time is the model's forward passes over the
+evaluation sets. The search therefore asks as few questions as it can, and answers each
+with as few samples as the answer needs:
 
     result = ssd_fast.tune(model, forget_imp, full_imp, forget_eval=forget_sub, retain_eval=retain_sub)
-    result.alpha, result.lam, result.satisfied, len(result.trials)
+    result.alpha, result.lam, result.satisfied, len(result.trials), result.samples_scored
+
+- **Where to look.** Raising alpha only shrinks the selected set (f > alpha * d), so
+  forget and retain accuracy grow (nearly) monotonically with alpha for one lambda. The
+  grid is the alphas where the selected set changes, one per 5% of selected count, from
+  one sort of f/d (`_alpha_grid.py`). Per lambda, every eighth grid alpha is asked, from
+  the largest down, until one reaches the aim (forget accuracy within `tolerance`), and
+  bisection between it and the one above finds the largest alpha that does: among the
+  settings reaching the aim, it keeps the most retain accuracy. One question on the
+  retain set then says whether it keeps enough; if so it is scored on the whole sets and
+  becomes a finalist. Settings that reach the aim are the costly ones to confirm (nearly
+  the whole forget set), so smaller alphas are not asked.
+- **How much to score.** Each question ("is forget accuracy at most x?", "is retain
+  accuracy at least y?") is answered from a growing prefix of the set in a fixed random
+  order, as soon as an exact bound decides it (`_bounds.py`). The per-search error rate
+  `error_rate` (default 1%) is split evenly, by the union bound, over every question the
+  search could ask (4 per setting of every stage's grid and lambda) and every early look
+  (the prefixes of 32, 64, 128, ... samples): with probability at least 1 - error_rate,
+  every answer equals the one the whole sets would give. The finalists, the choice
+  among them included, are scored on the whole sets, and the result reports those.
+- **Nothing twice.** Every tally and answer is kept per distinct model: a setting that
+  selects the same set as an earlier one (same stage, lambda and count) reuses it
+  (`_trials.py`). Leading modules that a trial leaves untouched are replayed from kept
+  outputs (`_activation_cache.py`).
 
 A trial is accepted when its forget accuracy is at most the target's bound (see
 `_target.py` for the proxies used when no retrained model exists) and its retain
-accuracy is at most `max_retain_drop` below the original model's. Among accepted
-trials the one whose forget accuracy is closest to the target's aim wins (within
-`tolerance`), then the one with the best retain accuracy, then the larger alpha
-(fewer parameters changed).
+accuracy is at most `max_retain_drop` below the original model's. Among the accepted
+finalists the ones within `tolerance` of the target's aim win (else those nearest it),
+then the one with the best retain accuracy, then the larger alpha (fewer parameters changed).
 
-When no accepted trial with every layer dampened comes within `tolerance` of the aim,
-the search runs again with only the later layers dampened, from each of a few weight
-layers onwards, shallowest first, and stops at the first start that does; the choice
-is then made over every trial (`_layer_starts.py` says why). The chance bound alone is
-loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy with every layer, where
-dampening from the second conv on reached 0%.
+When no finalist with every layer dampened reaches the aim, the search runs again with
+only the later layers dampened, from each of a few weight layers onwards, shallowest
+first, and stops at the first start that does (`_layer_starts.py` says why). When no
+stage does, the best effort per stage and lambda is the smallest alpha that keeps retain
+accuracy. The chance bound alone is loose: on Fashion-MNIST it accepted Bag at 8.5%
+forget accuracy with every layer, where dampening from the second conv on reached 0%.
 
-With `mia=MiaTarget(...)`, each accepted trial is also scored by the paper's
-membership-inference attack, and among the trials tied on the forget aim the one whose
+With `mia=MiaTarget(...)`, each accepted finalist is also scored by the paper's
+membership-inference attack, and among the finalists tied on the forget aim the one whose
 score is closest to the MIA aim wins (`_mia.py` says why).
 """
 
@@ -37,43 +58,51 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import nn
 
 from .. import _checks
 from .._batches import Unpack, model_device
 from ..auto_alpha import resolve_auto_alpha
 from ..dampen import Dampener, ImportanceSource, prepare
-from ..importances import Importances
 from ..report import DampenReport
-from ._alpha_grid import bisection_points, default_alphas
+from ._activation_cache import ActivationCache
+from ._alpha_grid import given_alphas, selection_alphas
+from ._bounds import risk_per_look
 from ._evaluation import EvalSet
 from ._layer_starts import layer_starts
+from ._metric import Metric, Scoring
 from ._mia import MiaScorer, MiaTarget
 from ._target import ForgetTarget, resolve_target
+from ._trials import EPS, Question, Setting, TrialRunner
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One (alpha, lambda) tried: its scores on the evaluation subsets."""
+    """One (alpha, lambda) tried, and what it answered.
+
+    `forget_acc` and `retain_acc` are over the samples scored (`forget_samples`,
+    `retain_samples`; NaN where none were): the whole sets when `whole` is True, else a
+    prefix, enough to answer the trial's question. `meets_forget` / `meets_retain` are
+    None where that question was not asked.
+    """
 
     alpha: float
     lam: float
     selected: int
     forget_acc: float
     retain_acc: float
-    meets_forget: bool
-    meets_retain: bool
-    reused: bool  # same lambda and selected count as an earlier trial: same model, scores reused
+    meets_forget: bool | None
+    meets_retain: bool | None
+    reused: bool  # the same model as an earlier trial (same stage, lambda and count): answers reused
     first_layer: str | None = None  # dampened only from this parameter on; None: every layer
-    mia: float | None = None  # the MIA score, for accepted trials when tune was given `mia`
-
-    # A trial that fails a constraint may stop scoring early (see _Search._score): its
-    # accuracies are then estimates from the part of the evaluation set scored.
+    mia: float | None = None  # the MIA score, for accepted finalists when tune was given `mia`
+    forget_samples: int = 0
+    retain_samples: int = 0
+    whole: bool = False  # scored on the whole sets: a finalist
 
     @property
     def accepted(self) -> bool:
-        return self.meets_forget and self.meets_retain
+        return bool(self.meets_forget) and bool(self.meets_retain)
 
 
 @dataclass(frozen=True)
@@ -85,6 +114,9 @@ class TuneResult:
     and the retain constraint; when False the choice is the best effort (closest to the
     target while keeping retain accuracy). `first_layer` is None when every layer was
     dampened, else the parameter from which on (in `named_parameters()` order) it was.
+    The accuracies are on the whole evaluation sets. `samples_scored` counts every sample
+    put through the model for a trial (the original model's whole-set scores included);
+    `cached_batches` the batches whose leading modules were replayed from kept outputs.
     """
 
     alpha: float | None
@@ -104,6 +136,9 @@ class TuneResult:
     timing: dict[str, float] = field(default_factory=dict, repr=False, compare=False)
     mia: float | None = None  # the choice's MIA score, when tune was given `mia`
     mia_aim: float | None = None
+    samples_scored: int = 0
+    error_rate: float = 0.01
+    cached_batches: int = 0
 
     @property
     def trials_per_second(self) -> float:
@@ -123,73 +158,8 @@ class TuneResult:
                 if self.mia is not None and self.mia_aim is not None
                 else ""
             )
-            + f"  {len(self.trials)} trials in {self.seconds:.2f} s ({self.trials_per_second:.1f}/s)"
+            + f"  {len(self.trials)} trials, {self.samples_scored} samples scored, in {self.seconds:.2f} s"
         )
-
-
-class _Search:
-    """Runs trials on the model: restore, dampen, score; remembers every outcome."""
-
-    def __init__(
-        self, model, dampener: Dampener, forget_set, retain_set, target, retain_floor, first_layer=None, mia=None
-    ):
-        self.model, self.dampener, self.first_layer, self.mia = model, dampener, first_layer, mia
-        self.forget_set, self.retain_set = forget_set, retain_set
-        self.target, self.retain_floor = target, retain_floor
-        self.timing = {"apply": 0.0, "restore": 0.0, "score": 0.0}  # seconds, for benchmarks
-        self.trials: list[Trial] = []
-        self._scores: dict[tuple[float, int], tuple[float, float]] = {}
-        self._mia: dict[tuple[float, int], float] = {}
-
-    def tried(self, alpha: float, lam: float) -> bool:
-        return any(t.lam == lam and math.isclose(t.alpha, alpha, rel_tol=1e-9) for t in self.trials)
-
-    def run(self, alpha: float, lam: float) -> Trial:
-        t0 = time.perf_counter()
-        self.dampener.restore()
-        t1 = time.perf_counter()
-        report = self.dampener.apply(alpha, lam)
-        # For one lambda the selected sets are nested in alpha, so an equal count means an
-        # identical set and an identical model: its scores are already known.
-        key = (lam if report.selected else 0.0, report.selected)  # reading the counts waits for the kernel
-        t2 = time.perf_counter()
-        reused = key in self._scores
-        if not reused:
-            self._scores[key] = self._score()
-        forget_acc, retain_acc, meets_forget, meets_retain = self._scores[key]
-        if self.mia is not None and meets_forget and meets_retain and key not in self._mia:
-            self._mia[key] = self.mia.score(self.model)  # only where the choice may fall: it costs forwards
-        self.timing["restore"] += t1 - t0
-        self.timing["apply"] += t2 - t1
-        self.timing["score"] += time.perf_counter() - t2
-        trial = Trial(
-            alpha,
-            lam,
-            report.selected,
-            forget_acc,
-            retain_acc,
-            meets_forget,
-            meets_retain,
-            reused,
-            self.first_layer,
-            self._mia.get(key),
-        )
-        self.trials.append(trial)
-        return trial
-
-    def _score(self) -> tuple[float, float, bool, bool]:
-        """Scores the model as it is now. Each set stops early once its constraint has
-        certainly failed; a failed trial's accuracy is then an estimate from the part scored."""
-        eps = 1e-9
-        forget_acc, forget_done = self.forget_set.score(
-            self.model, max_correct=self.target.bound * self.forget_set.size + eps
-        )
-        retain_acc, retain_done = self.retain_set.score(
-            self.model, max_wrong=(1.0 - self.retain_floor) * self.retain_set.size + eps
-        )
-        meets_forget = forget_done and forget_acc <= self.target.bound + eps
-        meets_retain = retain_done and retain_acc >= self.retain_floor - eps
-        return forget_acc, retain_acc, meets_forget, meets_retain
 
 
 def _nearest(trials: Sequence[Trial], distance, tolerance: float) -> list[Trial]:
@@ -201,15 +171,15 @@ def _nearest(trials: Sequence[Trial], distance, tolerance: float) -> list[Trial]
 def _choose(
     trials: Sequence[Trial], target: ForgetTarget, tolerance: float, mia_aim: float | None = None
 ) -> tuple[Trial | None, bool]:
-    """The accepted trial closest to the aim (then closest to the MIA aim, when given, then
-    best retain, then larger alpha), or a best effort."""
+    """The accepted trial within `tolerance` of the aim (else the accepted ones nearest it), then
+    closest to the MIA aim when given, then best retain, then larger alpha; or a best effort."""
 
     def distance(t: Trial) -> float:
         return abs(t.forget_acc - target.aim)
 
     accepted = [t for t in trials if t.accepted]
     if accepted:
-        close = _nearest(accepted, distance, tolerance)
+        close = [t for t in accepted if distance(t) <= tolerance + EPS] or _nearest(accepted, distance, tolerance)
         if mia_aim is not None:
             close = _nearest(close, lambda t: abs(t.mia - mia_aim), tolerance)
         return max(close, key=lambda t: (t.retain_acc, t.alpha)), True
@@ -220,39 +190,177 @@ def _choose(
 
 
 def _reached_aim(trials: Sequence[Trial], target: ForgetTarget, tolerance: float) -> bool:
-    return any(t.accepted and abs(t.forget_acc - target.aim) <= tolerance for t in trials)
+    return any(t.accepted and abs(t.forget_acc - target.aim) <= tolerance + EPS for t in trials)
 
 
-def _largest_ratio(pairs: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-    """max f/d over elements with d > 0: every alpha at or above it selects the same set
-    (only the d == 0 elements), so one such alpha stands for all of them."""
-    largest = 0.0
-    for f, d in pairs:
-        ratio = f / d
-        finite = ratio[torch.isfinite(ratio)]
-        if finite.numel():
-            largest = max(largest, float(finite.max()))
-    return largest
+class _OutOfTrials(Exception):
+    """A stage used up `max_trials`."""
 
 
-def _candidate_alphas(
-    alphas: Sequence[float] | None,
-    include_auto: bool,
-    forget_imp: Importances | None,
-    full_imp: Importances | None,
-    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]],
-) -> list[float]:
-    """The alpha grid for one stage; `pairs` are the (forget, full) tensors it dampens."""
-    grid = list(alphas) if alphas is not None else default_alphas()
-    if include_auto:
-        try:  # ASSD's alpha as one more candidate, when the sample counts are known
-            grid.append(resolve_auto_alpha(forget_imp, full_imp, pairs))
-        except (TypeError, ValueError):
+class _Search:
+    """The search over one model: per stage and lambda, the largest grid alpha that reaches
+    the aim (see `stage`), asked about retain accuracy, and scored whole when it keeps it."""
+
+    def __init__(
+        self,
+        runner: TrialRunner,
+        target: ForgetTarget,
+        floor: float,
+        tolerance: float,
+        max_trials: int,
+        mia: MiaScorer | None,
+        bar,
+        coarse_step: int,
+    ):
+        self.runner, self.target, self.floor, self.tolerance = runner, target, floor, tolerance
+        self.max_trials, self.mia, self.bar, self.coarse_step = max_trials, mia, bar, coarse_step
+        self.near_aim = Question("forget", target.aim + tolerance, at_most=True)
+        self.under_bound = Question("forget", target.bound, at_most=True)
+        self.above_band = Question("forget", target.aim - tolerance, at_most=False) if target.aim > tolerance else None
+        self.keeps_retain = Question("retain", floor, at_most=False)
+        self.trials: list[Trial] = []
+        self.finalists: list[Trial] = []
+        self._stage_trials = 0
+
+    def stage(self, first_layer: str | None, grid: list[float], lams: Sequence[float]) -> None:
+        """Search one stage (every layer, or only from `first_layer` on); finalists are kept.
+
+        Per lambda, the coarse alphas are asked from the largest down whether they reach the
+        aim; the first that does, and the bisection between it and the coarse alpha above,
+        give the largest alpha that reaches it. Smaller alphas dampen more and keep less
+        retain accuracy, so they are not asked: answers that reach the aim are the costly
+        ones (the whole forget set, nearly), and the best of them is the largest alpha."""
+        self._stage_trials = 0
+        coarse = self._coarse(len(grid))
+        try:
+            for lam in lams:
+                above = None  # the coarse index above, which did not reach the aim
+                for i in reversed(coarse):
+                    if self._answer(first_layer, grid[i], lam, self.near_aim):
+                        top = i if above is None else self._flip(first_layer, grid, lam, i, above)
+                        setting = self._probe(first_layer, grid[top], lam, [self.keeps_retain])
+                        if setting.answers.get(self.keeps_retain):
+                            self._finalist(setting, grid[top], lam)
+                        break
+                    above = i
+        except _OutOfTrials:
             pass
-    grid = sorted(set(grid))
-    ceiling = _largest_ratio(pairs)
-    above = [a for a in grid if a >= ceiling]
-    return [a for a in grid if a < ceiling] + above[:1]
+
+    def best_effort(self, stages: Sequence[str | None], grids: dict, lams: Sequence[float]) -> None:
+        """No stage reached the aim. Per stage and lambda, the coarse alphas from the largest
+        down: of those whose forget accuracy is under the bound, the smallest that still keeps
+        retain accuracy (the most forgetting allowed) is a finalist; the scan stops at the
+        first that does not keep it. Where no finalist keeps retain accuracy, the smallest
+        coarse alpha of the first stage and lambda that keeps it is one more."""
+        for first_layer in stages:
+            grid, self._stage_trials = grids[first_layer], 0
+            try:
+                for lam in lams:
+                    kept = None
+                    for i in reversed(self._coarse(len(grid))):
+                        if not self._answer(first_layer, grid[i], lam, self.under_bound):
+                            continue
+                        if not self._answer(first_layer, grid[i], lam, self.keeps_retain):
+                            break
+                        kept = i
+                    if kept is not None:
+                        self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0], grid[kept], lam)
+            except _OutOfTrials:
+                pass
+        if any(t.meets_retain for t in self.finalists):
+            return
+        grid, self._stage_trials = grids[stages[0]], 0
+        try:
+            for i in self._coarse(len(grid)):
+                if self._answer(stages[0], grid[i], lams[0], self.keeps_retain):
+                    self._finalist(self.runner.setting(stages[0], grid[i], lams[0])[0], grid[i], lams[0])
+                    return
+        except _OutOfTrials:
+            pass
+
+    def _coarse(self, n: int) -> list[int]:
+        """Every `coarse_step`-th grid index, the last included: the first look along alpha."""
+        if n == 0:
+            return []
+        picks = list(range(0, n, self.coarse_step))
+        return picks if picks[-1] == n - 1 else picks + [n - 1]
+
+    def _flip(self, first_layer, grid, lam, lo: int, hi: int) -> int:
+        """Bisection between grid indices `lo` (reaches the aim) and `hi` (does not): the
+        last index before the answer turns."""
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._answer(first_layer, grid[mid], lam, self.near_aim):
+                lo = mid
+            else:
+                hi = mid
+        return lo
+
+    def _answer(self, first_layer, alpha, lam, question: Question) -> bool:
+        return self._probe(first_layer, alpha, lam, [question]).answers[question]
+
+    def _probe(self, first_layer, alpha, lam, questions: Sequence[Question]) -> Setting:
+        if self._stage_trials >= self.max_trials:
+            raise _OutOfTrials
+        self._stage_trials += 1
+        setting, known = self.runner.setting(first_layer, alpha, lam)
+        for q in questions:
+            if not self.runner.answer(setting, q):
+                break
+        self.trials.append(self._record(setting, alpha, lam, known, whole=False))
+        self._show()
+        return setting
+
+    def _finalist(self, setting: Setting, alpha: float, lam: float) -> None:
+        """Score `setting`, asked for as (alpha, lam), on the whole sets; it competes in the final
+        choice. (A setting that selects nothing is the original model, whatever alpha asked for it.)"""
+        forget_acc = self.runner.score_whole(setting, "forget")
+        retain_acc = self.runner.score_whole(setting, "retain")
+        meets = forget_acc <= self.target.bound + EPS and retain_acc >= self.floor - EPS
+        mia = None
+        if self.mia is not None and meets:
+            self.runner.make_current(setting)  # the MIA scores the model as it is now
+            mia = self.mia.score(self.runner.model)
+        trial = self._record(setting, alpha, lam, True, whole=True, mia=mia)
+        self.finalists.append(trial)
+        self.trials.append(trial)
+        self._show()
+
+    def _record(self, setting: Setting, alpha, lam, reused: bool, *, whole: bool, mia: float | None = None) -> Trial:
+        forget, retain = setting.tallies.get("forget"), setting.tallies.get("retain")
+        answers = setting.answers
+        if whole:
+            meets_forget = forget.accuracy <= self.target.bound + EPS
+            meets_retain = retain.accuracy >= self.floor - EPS
+        else:
+            meets_forget = answers.get(self.under_bound, True if answers.get(self.near_aim) else None)
+            meets_retain = answers.get(self.keeps_retain)
+        return Trial(
+            alpha,
+            lam,
+            setting.selected,
+            float("nan") if forget is None else forget.accuracy,
+            float("nan") if retain is None else retain.accuracy,
+            meets_forget,
+            meets_retain,
+            reused,
+            setting.stage,
+            mia,
+            forget_samples=0 if forget is None else forget.samples,
+            retain_samples=0 if retain is None else retain.samples,
+            whole=whole,
+        )
+
+    def _show(self) -> None:
+        if self.bar is None:
+            return
+        best, _ = _choose(self.finalists, self.target, self.tolerance) if self.finalists else (None, False)
+        self.bar.set_postfix(
+            best="-" if best is None else f"alpha {best.alpha:.3g} lam {best.lam:g}",
+            samples=self.runner.samples,
+            refresh=False,
+        )
+        self.bar.update(1)  # draws the count and the postfix just set
 
 
 def tune(
@@ -266,16 +374,20 @@ def tune(
     max_retain_drop: float = 0.02,
     alphas: Sequence[float] | None = None,
     lams: Sequence[float] = (1.0, 0.1, 0.01),
-    refine_steps: int = 6,
+    resolution: float = 1.05,
     max_trials: int = 200,
     unseen_eval: Iterable | None = None,
     retrained: nn.Module | None = None,
     full_class: bool | None = None,
     tolerance: float = 0.01,
     eval_limit: int | None = 2000,
+    error_rate: float = 0.01,
     include_auto: bool = True,
     layer_fallback: bool = True,
     mia: MiaTarget | None = None,
+    metric: Metric | None = None,
+    cache_activations: bool = True,
+    progress: bool = True,
     unpack: Unpack | None = None,
     backend: str = "auto",
 ) -> TuneResult:
@@ -286,10 +398,11 @@ def tune(
             chosen setting (or unchanged when nothing kept retain accuracy).
         forget, full: importances on Df and D (Importances or dicts), or data to compute
             them from, once, with `ssd_fast.importance`.
-        forget_eval, retain_eval: small evaluation subsets (iterables of (x, y) batches)
-            of the forget and retain data, taken from the training data, never the test
-            set. Best held out of training (`ssd_fast.eval.data.split_validation`): retain
-            images the model memorised lose accuracy under dampening faster than
+        forget_eval, retain_eval: small evaluation subsets of the forget and retain data,
+            taken from the training data, never the test set: batches as `importance`
+            takes them ((inputs, labels) with tensor, tuple or dict inputs, or dicts holding
+            `labels`). Best held out of training (`ssd_fast.eval.data.split_validation`):
+            retain images the model memorised lose accuracy under dampening faster than
             unseen ones, so scoring on them rejects settings that are fine.
         target_forget_acc: the largest acceptable forget accuracy. The default aims at
             what a model retrained without Df would score, through a proxy when no
@@ -298,36 +411,43 @@ def tune(
             forgetting aims at the original model's accuracy on `unseen_eval` and
             accepts up to `tolerance` above it.
         max_retain_drop: the most retain accuracy may fall below the original model's (a fraction).
-        alphas: the alpha grid; default 22 log-spaced values from 0.1 to 300. Alphas
-            below 1 matter: some classes (Bag on Fashion-MNIST) are forgotten only
-            when parameters barely more important to Df than to D are dampened too.
+        alphas: the alpha grid. Default: the alphas where the selected set changes, one
+            per `resolution` factor of selected count (see `_alpha_grid.py`).
         lams: the lambdas to try; (1.0,) searches alpha only. Small lambdas dampen the
             selected parameters harder (each is scaled by min(lambda * d / f, 1)).
-        refine_steps: rounds of log-bisection where neighbouring outcomes flip; 6 rounds
-            split a grid step (x1.47) to about 0.6%, enough to land between the cliffs
-            where forget or retain accuracy jumps.
-        max_trials: a cap on trials per layer start (every layer, then each fallback start).
+        resolution: the default grid's step in selected count (1.05: 5% more parameters
+            selected from one grid alpha to the next smaller one).
+        max_trials: a cap on trials per stage (every layer, then each later-layer start).
         unseen_eval: held-out data of the forget distribution (not the test set), for
             forgetting that is not a whole class.
         retrained: a model trained without Df, when one exists: its forget accuracy is the aim.
         full_class: whether Df is whole classes; detected from the labels when None.
-        tolerance: forget accuracies this close count as equally good.
+        tolerance: forget accuracies this close to the aim count as reaching it.
         eval_limit: at most this many samples are kept from each evaluation set.
-        include_auto: also try ASSD's alpha (`alpha="auto"`) when the counts are known.
-        layer_fallback: when no accepted trial dampening every layer comes within
-            `tolerance` of the aim, search again dampening only from a later weight
-            layer on (up to 4 starts, shallowest first, stopping at the first that
-            does; see `_layer_starts.py`). False searches every layer only.
-        mia: an `ssd_fast.MiaTarget`: score each accepted trial with the paper's
-            membership-inference attack too, and among the trials tied on the forget aim
+        error_rate: the probability, over the random order the sets are scored in, that any
+            answer taken before a whole set was scored differs from the whole set's (see
+            the module doc). The chosen setting is scored on the whole sets regardless.
+        include_auto: add ASSD's alpha (`alpha="auto"`) to the grid when the counts are known.
+        layer_fallback: when no setting dampening every layer reaches the aim with retain
+            accuracy kept, search again dampening only from a later weight layer on (up
+            to 4 starts, shallowest first, stopping at the first that does; see
+            `_layer_starts.py`). False searches every layer only.
+        mia: an `ssd_fast.MiaTarget`: score each accepted finalist with the paper's
+            membership-inference attack too, and among those tied on the forget aim
             prefer the one whose score is closest to `mia.aim` (or, with aim None, to the
-            `retrained` model's score). Costs forward passes over its sets per accepted
-            trial. Without it the choice ignores the MIA.
+            `retrained` model's score). Without it the choice ignores the MIA.
+        metric: what counts as right, `metric(logits, labels) -> (hits, units)` per sample;
+            default top-1 accuracy, or token accuracy on labelled positions for a
+            transformers causal / masked LM (see `_metric.py`). With a metric of your own
+            every question is answered on the whole sets.
+        cache_activations: reuse the evaluation sets' outputs of leading modules that a trial
+            leaves untouched (exact; see `_activation_cache.py`).
+        progress: show a progress bar (trials, best setting so far, samples scored).
         unpack: maps an evaluation batch to (inputs, labels).
         backend: passed to `ssd_fast.dampen`.
 
     Returns:
-        TuneResult with the choice, its scores, the target, and every trial.
+        TuneResult with the choice, its whole-set scores, the target, and every trial.
 
     Raises:
         TypeError, ValueError, RuntimeError: on bad input, before the model changes.
@@ -340,27 +460,35 @@ def tune(
         (target_forget_acc, "target_forget_acc"),
         (max_retain_drop, "max_retain_drop"),
         (tolerance, "tolerance"),
+        (error_rate, "error_rate"),
     ):
         _checks.fraction(value, name)
-    _checks.count(refine_steps, "refine_steps", minimum=0)
+    resolution = _checks.finite_number(resolution, "resolution")
+    if resolution <= 1.0:
+        raise ValueError(f"resolution must be above 1 (a factor of selected count), got {resolution}")
     _checks.count(max_trials, "max_trials", minimum=1)
     _checks.count(eval_limit, "eval_limit", minimum=1)
-    _checks.flag(layer_fallback, "layer_fallback")
+    for flag, name in (
+        (layer_fallback, "layer_fallback"),
+        (cache_activations, "cache_activations"),
+        (progress, "progress"),
+    ):
+        _checks.flag(flag, name)
     _checks.flag(full_class, "full_class", optional=True)
     if retrained is not None:
         _checks.module(retrained, "retrained")
 
     dampener = prepare(model, forget, full, backend=backend)  # validates and pairs, once
     forget_imp, full_imp = dampener.forget, dampener.full
+    scoring = Scoring(model, metric)
 
     device = model_device(model)
-    forget_set = EvalSet(forget_eval, "forget_eval", device, limit=eval_limit, unpack=unpack)
-    retain_set = EvalSet(retain_eval, "retain_eval", device, limit=eval_limit, unpack=unpack)
-    unseen_set = (
-        EvalSet(unseen_eval, "unseen_eval", device, limit=eval_limit, unpack=unpack)
-        if unseen_eval is not None
-        else None
-    )
+
+    def evalset(data, name):
+        return EvalSet(data, name, device, limit=eval_limit, unpack=unpack, scoring=scoring)
+
+    forget_set, retain_set = evalset(forget_eval, "forget_eval"), evalset(retain_eval, "retain_eval")
+    unseen_set = evalset(unseen_eval, "unseen_eval") if unseen_eval is not None else None
     mia_scorer = None if mia is None else MiaScorer(mia, retain_set, device, eval_limit, unpack)
     mia_aim = None if mia_scorer is None else mia_scorer.resolve_aim(retrained)
     target = resolve_target(
@@ -373,42 +501,54 @@ def tune(
         full_class=full_class,
         tolerance=tolerance,
     )
-    original_forget, original_retain = forget_set.accuracy(model), retain_set.accuracy(model)
-    candidates = _candidate_alphas(alphas, include_auto, forget_imp, full_imp, dampener.importance_pairs())
 
-    dampener.take_snapshot(alpha_min=min(candidates))  # only tensors some candidate can change
-    starts = [None] + (layer_starts(model, forget_imp) if layer_fallback else [])
-    trials: list[Trial] = []
-    timing = {"apply": 0.0, "restore": 0.0, "score": 0.0}
+    stages = [None] + (layer_starts(model, forget_imp) if layer_fallback else [])
+    grids = {s: _grid(dampener if s is None else dampener.only_from(s), alphas, resolution) for s in stages}
+    if include_auto and alphas is None:
+        try:  # ASSD's alpha as one more grid point, when the sample counts are known
+            grids[None] = sorted(
+                set(grids[None]) | {resolve_auto_alpha(forget_imp, full_imp, dampener.importance_pairs())}
+            )
+        except (TypeError, ValueError):
+            pass
+    settings = sum(len(g) for g in grids.values()) * len(lams) + 1
+    looks_per_set = max(len(s.looks) - 1 for s in (forget_set, retain_set))
+    # The union bound: at most QUESTIONS questions per setting, each with early looks, share error_rate.
+    risk = risk_per_look(error_rate, settings * QUESTIONS, max(1, looks_per_set))
+
+    all_alphas = [a for g in grids.values() for a in g]
+    dampener.take_snapshot(alpha_min=min(all_alphas) if all_alphas else None)  # only tensors a trial can change
+    cache = ActivationCache(model) if cache_activations else None
+    runner = TrialRunner(model, dampener, {"forget": forget_set, "retain": retain_set}, risk, cache)
+    original = runner.original()
+    original_forget = runner.score_whole(original, "forget")
+    original_retain = runner.score_whole(original, "retain")
+    bar = _progress_bar(progress)
+    # A grid of the caller's is looked at whole; the default one every COARSE in count first.
+    coarse_step = 1 if alphas is not None else max(1, round(math.log(COARSE) / math.log(resolution)))
+    search = _Search(
+        runner, target, original_retain - max_retain_drop, tolerance, max_trials, mia_scorer, bar, coarse_step
+    )
     start_time = time.perf_counter()
     try:
-        for first_layer in starts:
-            stage = dampener if first_layer is None else dampener.only_from(first_layer)
-            stage_alphas = (
-                candidates
-                if first_layer is None
-                else _candidate_alphas(alphas, False, None, None, stage.importance_pairs())
-            )
-            search = _Search(
-                model, stage, forget_set, retain_set, target, original_retain - max_retain_drop, first_layer, mia_scorer
-            )
-            try:
-                _run_search(search, stage_alphas, lams, refine_steps, max_trials)
-            finally:
-                for key, value in search.timing.items():
-                    timing[key] += value
-            trials += search.trials
-            if _reached_aim(search.trials, target, tolerance):
+        run = []
+        for first_layer in stages:
+            run.append(first_layer)
+            search.stage(first_layer, grids[first_layer], lams)
+            if _reached_aim(search.finalists, target, tolerance):
                 break
+        else:
+            search.best_effort(run, grids, lams)
     finally:
         dampener.restore()  # whatever happened, the model is the original again here
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - start_time
 
-    choice, satisfied = _choose(trials, target, tolerance, mia_aim)
+    choice, satisfied = _choose(search.finalists, target, tolerance, mia_aim)
     report = None
     if choice is not None:
-        chosen = dampener if choice.first_layer is None else dampener.only_from(choice.first_layer)
-        report = chosen.apply(choice.alpha, choice.lam)
+        report = runner.stage(choice.first_layer).apply(choice.alpha, choice.lam)
     if not satisfied:
         warnings.warn(
             "ssd_fast.tune: no trial met both the forget target and the retain constraint; "
@@ -433,27 +573,31 @@ def tune(
         target=target,
         max_retain_drop=max_retain_drop,
         seconds=seconds,
-        trials=tuple(trials),
+        trials=tuple(search.trials),
         report=report,
         first_layer=None if choice is None else choice.first_layer,
-        timing=timing,
+        timing=dict(runner.timing),
         mia=None if choice is None else choice.mia,
         mia_aim=mia_aim,
+        samples_scored=runner.samples,
+        error_rate=error_rate,
+        cached_batches=0 if cache is None else cache.hits,
     )
 
 
-def _run_search(search: _Search, alphas: list[float], lams: list[float], refine_steps: int, max_trials: int) -> None:
-    """The grid for every lambda, then rounds of bisection where outcomes flip."""
-    for lam in lams:
-        for alpha in alphas:
-            if len(search.trials) >= max_trials:
-                return
-            search.run(alpha, lam)
-    for _ in range(refine_steps):
-        points = [(a, lam) for lam in lams for a in bisection_points(search.trials, lam) if not search.tried(a, lam)]
-        if not points:
-            return
-        for alpha, lam in points:
-            if len(search.trials) >= max_trials:
-                return
-            search.run(alpha, lam)
+COARSE = 1.5  # the first look along alpha: about 1.5 times more selected from one alpha to the next smaller
+QUESTIONS = 4  # per setting: near the aim, under the bound, above the band (forget); keeps retain
+
+
+def _grid(stage: Dampener, alphas: Sequence[float] | None, resolution: float) -> list[float]:
+    pairs = stage.importance_pairs()
+    return given_alphas(alphas, pairs) if alphas is not None else selection_alphas(pairs, resolution)
+
+
+def _progress_bar(enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    # mininterval=0: every trial redraws; a trial costs at least one forward, so this is cheap.
+    return tqdm(desc="ssd_fast.tune", unit="trial", leave=False, mininterval=0)

@@ -93,12 +93,19 @@ def test_ssd_tune_is_tune_on_the_held_out_sets_and_times_every_trial(class_ctx):
     want = copy.deepcopy(class_ctx.model)
     forget = importance(want, make_loader(class_ctx.splits.forget, 64), progress=False)
     result = tune(
-        want, forget, class_ctx.full["ssd"], forget_eval=sets.forget_eval, retain_eval=sets.retain_eval, eval_limit=1000
+        want,
+        forget,
+        class_ctx.full["ssd"],
+        forget_eval=sets.forget_eval,
+        retain_eval=sets.retain_eval,
+        eval_limit=1000,
+        progress=False,
     )
-    assert (run.details["alpha"], run.details["lam"], run.details["trials"]) == (
+    assert (run.details["alpha"], run.details["lam"], run.details["trials"], run.details["samples_scored"]) == (
         result.alpha,
         result.lam,
         len(result.trials),
+        result.samples_scored,
     )
     got = dict(run.model.named_parameters())
     assert all(torch.equal(got[n], p) for n, p in want.named_parameters())

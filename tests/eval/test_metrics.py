@@ -71,3 +71,28 @@ def test_evaluate_on_a_scenario():
     assert all(0.0 <= v <= 1.0 for v in scores.values())
     assert scores["forget_acc"] == accuracy(model, splits.test_forget)
     assert scores["retain_acc"] == accuracy(model, splits.test_retain)
+
+
+def test_predict_takes_dict_batches_and_model_outputs() -> None:
+    """The scorers accept what importance accepts: a dict batch holding labels, a model
+    returning an object with .logits."""
+    from types import SimpleNamespace
+
+    from ssd_fast.eval import metrics
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Linear(3, 2)
+
+        def forward(self, features, attention_mask=None):
+            out = self.inner(features * attention_mask[:, None])
+            return SimpleNamespace(logits=out)
+
+    torch.manual_seed(0)
+    model = Wrapped()
+    x, mask, y = torch.randn(6, 3), torch.tensor([1.0, 1, 0, 1, 1, 0]), torch.tensor([0, 1, 1, 0, 1, 0])
+    logits, targets = metrics.predict(model, [{"features": x, "attention_mask": mask, "labels": y}])
+    assert torch.equal(targets, y)
+    with torch.no_grad():
+        assert torch.allclose(logits, model.inner(x * mask[:, None]))

@@ -13,10 +13,11 @@ from torch.utils.data import DataLoader, TensorDataset
 import ssd_fast
 from ssd_fast import reference
 from ssd_fast.dampen import Dampener
-from ssd_fast.tune._alpha_grid import default_alphas
+from ssd_fast.tune._alpha_grid import default_alphas, given_alphas, selection_alphas
 from ssd_fast.tune._layer_starts import dampen_only_from
 from ssd_fast.tune._search import Trial, _choose, tune
 from ssd_fast.tune._target import ForgetTarget
+from ssd_fast.tune._trials import TrialRunner
 
 from .support import CLASSES, blobs, fit
 
@@ -81,8 +82,10 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
         retain_eval=retain_eval,
         alphas=[1, 3, 10, 30, 100],
         lams=(1.0, 0.1),
+        progress=False,
     )
-    assert len(calls) == len(result.trials) + 1  # every trial, then the final dampen
+    # Each distinct setting is applied at least once, and the choice once more at the end.
+    assert len(calls) >= len({(t.first_layer, t.lam, t.selected) for t in result.trials if t.selected}) + 1
     assert set(result.timing) == {"apply", "restore", "score"} and all(v >= 0 for v in result.timing.values())
     assert result.satisfied and result.alpha is not None
     assert result.forget_acc <= result.target.bound and result.target.bound == pytest.approx(1 / CLASSES)
@@ -90,9 +93,13 @@ def test_every_trial_starts_from_the_exact_original_and_the_choice_is_left(train
     expected = _copy(trained)
     reference.dampen(expected, dict(forget_imp), dict(full_imp), alpha=result.alpha, lam=result.lam)
     _assert_equal_state(_state(model), _state(expected))
-    assert any(t.reused for t in result.trials) or len({(t.lam, t.selected) for t in result.trials}) == len(
-        result.trials
-    )
+    # A trial is marked reused exactly when an earlier one made the same model (None: the
+    # original, nothing selected, scored before any trial).
+    seen = {None}
+    for t in result.trials:
+        key = (t.first_layer, t.lam, t.selected) if t.selected else None
+        assert t.reused == (key in seen or t.whole), t
+        seen.add(key)
 
 
 def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> None:
@@ -114,27 +121,25 @@ def test_one_dampener_is_prepared_for_the_whole_search(trained, monkeypatch) -> 
         retain_eval=retain_eval,
         alphas=[1, 10, 100],
         lams=(1.0,),
-        refine_steps=1,
+        progress=False,
     )
-    assert len(prepared) == 1 and len(result.trials) >= 3
+    assert len(prepared) == 1 and len(result.trials) >= 2
 
 
-def test_bisection_adds_trials_between_grid_points(trained) -> None:
+def test_default_grid_is_where_the_selected_count_changes(trained) -> None:
     model = _copy(trained)
-    forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
-    result = tune(
-        model,
-        forget_imp,
-        full_imp,
-        forget_eval=forget_eval,
-        retain_eval=retain_eval,
-        alphas=[1, 1000],
-        lams=(1.0,),
-        refine_steps=3,
-        include_auto=False,
-    )
-    assert len(result.trials) > 2
-    assert all(1 <= t.alpha <= 1000 for t in result.trials)
+    forget_imp, full_imp, _, _ = _setup(model)
+    pairs = [(forget_imp[n], full_imp[n]) for n in forget_imp]
+    grid = selection_alphas(pairs, resolution=1.3)
+    counts = [sum(int((f > a * d).sum()) for f, d in pairs) for a in grid]
+    assert grid == sorted(grid) and len(set(counts)) == len(counts)  # one alpha per distinct set
+    assert counts == sorted(counts, reverse=True)  # nested: larger alpha, fewer selected
+    always = sum(int(((d == 0) & (f > 0)).sum()) for f, d in pairs)
+    finite = sum(int(((d > 0) & (f > 0)).sum()) for f, d in pairs)
+    assert counts[0] == always + finite  # the smallest alpha selects every finite ratio
+    assert counts[-1] <= always + 1
+    steps = [a / b for a, b in zip(counts, counts[1:]) if b > always + 5]
+    assert max(steps) < 1.3 * 1.2  # spaced by about the resolution in count
 
 
 def test_a_failure_mid_search_leaves_the_model_as_it_was(trained, monkeypatch) -> None:
@@ -142,17 +147,17 @@ def test_a_failure_mid_search_leaves_the_model_as_it_was(trained, monkeypatch) -
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
     original = _state(model)
     runs = {"n": 0}
-    real_run = tune_module._Search.run
+    real_extend = TrialRunner._extend
 
-    def failing_run(self, alpha, lam):
+    def failing_extend(self, *args):
         runs["n"] += 1
-        if runs["n"] == 3:
+        if runs["n"] == 5:
             raise RuntimeError("boom")
-        return real_run(self, alpha, lam)
+        return real_extend(self, *args)
 
-    monkeypatch.setattr(tune_module._Search, "run", failing_run)
+    monkeypatch.setattr(TrialRunner, "_extend", failing_extend)
     with pytest.raises(RuntimeError, match="boom"):
-        tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval)
+        tune(model, forget_imp, full_imp, forget_eval=forget_eval, retain_eval=retain_eval, progress=False)
     _assert_equal_state(_state(model), original)
 
 
@@ -165,6 +170,11 @@ def test_a_failure_mid_search_leaves_the_model_as_it_was(trained, monkeypatch) -
         (dict(lams=[]), ValueError, "empty"),
         (dict(max_retain_drop=2.0), ValueError, "fraction"),
         (dict(max_trials=0), ValueError, "max_trials"),
+        (dict(resolution=1.0), ValueError, "resolution"),
+        (dict(error_rate=1.5), ValueError, "fraction"),
+        (dict(metric="accuracy"), TypeError, "metric"),
+        (dict(progress="yes"), TypeError, "progress"),
+        (dict(retain_eval=[(torch.zeros(4, 12), torch.ones(4, 1, dtype=torch.long))]), ValueError, "shape"),
         (dict(forget_eval=[]), ValueError, "no samples"),
         (dict(forget_eval=torch.zeros(3)), TypeError, "forget_eval"),
         (dict(full_class=False), ValueError, "target_forget_acc"),
@@ -179,7 +189,7 @@ def test_bad_input_raises_before_the_model_is_touched(trained, kwargs, error, ma
     args.update(kwargs)
     original = _state(model)
     with pytest.raises(error, match=match):
-        tune(model, args.pop("forget"), args.pop("full"), **args)
+        tune(model, args.pop("forget"), args.pop("full"), progress=False, **args)
     _assert_equal_state(_state(model), original)
 
 
@@ -217,24 +227,10 @@ def test_default_target_needs_a_proxy_when_not_full_class(trained) -> None:
         unseen_eval=unseen,
         alphas=[1, 10, 100],
         lams=(1.0,),
-        refine_steps=0,
+        progress=False,
     )
     assert result.target.source.startswith("original model's accuracy on unseen_eval")
     assert result.target.bound == pytest.approx(result.target.aim + 0.01)
-
-
-def test_scoring_stops_early_only_once_a_constraint_has_certainly_failed(trained) -> None:
-    from ssd_fast.tune._evaluation import EvalSet
-
-    x, y = _data(400, 1)
-    data = DataLoader(TensorDataset(x, y), batch_size=50)
-    full = EvalSet(data, "retain_eval", torch.device("cpu"))
-    acc, complete = full.score(trained)
-    assert complete and acc == full.accuracy(trained)
-    correct = round(acc * full.size)
-    assert full.score(trained, max_correct=correct)[1]  # exactly at the bound: not a failure
-    assert not full.score(trained, max_correct=10)[1]  # more than 10 right: failed, stops early
-    assert full.score(trained, max_wrong=full.size - correct)[1]
 
 
 def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
@@ -242,7 +238,7 @@ def test_alphas_above_the_largest_ratio_collapse_to_one_trial() -> None:
     f = torch.tensor([1.0, 4.0, 3.0])
     d = torch.tensor([1.0, 1.0, 0.0])  # ratios 1, 4 and inf (always selected)
     pairs = [(f, d)]
-    got = tune_module._candidate_alphas([0.5, 2, 8, 16, 32], False, None, None, pairs)
+    got = given_alphas([0.5, 2, 8, 16, 32], pairs)
     assert got == [0.5, 2, 8]
 
 
@@ -287,15 +283,24 @@ def test_dampening_from_a_layer_leaves_earlier_ones_exactly_and_matches_referenc
         dampen_only_from(model, forget_imp, "nope.weight")
 
 
+def _shift_forget(monkeypatch, shift: dict) -> None:
+    """Add `shift[stage]` to the forget accuracy every dampened trial of that stage scores
+    (capped at 1: a shift of 1 makes the stage forget nothing), prefix and whole set alike."""
+    real_extend = TrialRunner._extend
+
+    def extend(self, setting, evalset, tally):
+        hits, units = tally.hits, tally.units
+        real_extend(self, setting, evalset, tally)
+        if evalset.name == "forget_eval" and setting.selected and setting.stage in shift:
+            new_units = tally.units - units
+            tally.hits = hits + min(new_units, tally.hits - hits + shift[setting.stage] * new_units)
+
+    monkeypatch.setattr(TrialRunner, "_extend", extend)
+
+
 def _reject_stages(monkeypatch, rejected: set) -> None:
     """Make every trial of the given stages (first_layer values) fail the forget target."""
-    real_score = tune_module._Search._score
-
-    def score(self):
-        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
-        return forget_acc, retain_acc, meets_forget and self.first_layer not in rejected, meets_retain
-
-    monkeypatch.setattr(tune_module._Search, "_score", score)
+    _shift_forget(monkeypatch, {stage: 1.0 for stage in rejected})
 
 
 def _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval):
@@ -308,7 +313,7 @@ def _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval):
         retain_eval=retain_eval,
         alphas=[0.3, 1, 3, 10, 30],
         lams=(1.0, 0.1),
-        refine_steps=2,
+        progress=False,
     )
 
 
@@ -344,8 +349,8 @@ def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_i
         retain_eval=retain_eval,
         alphas=[1, 10],
         lams=(1.0,),
-        refine_steps=0,
         include_auto=False,
+        progress=False,
     )
     # The loss's importances: the warning points to label-free ones.
     with pytest.warns(RuntimeWarning, match=r"no trial met.*label_free=True"):
@@ -353,25 +358,32 @@ def test_without_layer_fallback_or_when_all_stages_fail_the_search_covers_what_i
     assert {t.first_layer for t in only_all.trials} == {None}
     with pytest.warns(RuntimeWarning, match="no trial met"):
         both = tune(model, forget_imp, full_imp, **args)
-    assert [t.first_layer for t in both.trials] == [None, None, "3.weight", "3.weight"]
-    assert not both.satisfied
+    assert list(dict.fromkeys(t.first_layer for t in both.trials)) == [None, "3.weight"]
+    assert not both.satisfied and not any(t.accepted for t in both.trials)
     with pytest.raises(TypeError, match="layer_fallback"):
         tune(_copy(trained), forget_imp, full_imp, layer_fallback="yes", **args)
 
 
 def test_layer_fallback_also_runs_when_every_layer_is_accepted_but_short_of_the_aim(trained, monkeypatch) -> None:
-    """Accepted at 5 points above the aim with every layer: the later-layer search runs,
-    and the trial nearer the aim wins."""
+    """Under the bound but 5 points above the aim with every layer: the later-layer search
+    runs, and the setting that reaches the aim wins."""
     model = _copy(trained)
     forget_imp, full_imp, forget_eval, retain_eval = _setup(model)
-    real_score = tune_module._Search._score
-
-    def score(self):
-        forget_acc, retain_acc, meets_forget, meets_retain = real_score(self)
-        return forget_acc + (0.05 if self.first_layer is None else 0.0), retain_acc, meets_forget, meets_retain
-
-    monkeypatch.setattr(tune_module._Search, "_score", score)
+    _shift_forget(monkeypatch, {None: 0.05})
     result = _fallback_search(model, forget_imp, full_imp, forget_eval, retain_eval)
-    assert any(t.first_layer is None and t.accepted for t in result.trials)
+    every_layer = [t for t in result.trials if t.first_layer is None]
+    assert every_layer and not any(t.whole and t.forget_acc <= 0.01 for t in every_layer)  # short of the aim
     assert any(t.first_layer == "3.weight" for t in result.trials)
     assert result.satisfied and result.first_layer == "3.weight" and result.forget_acc <= 0.01
+
+
+def test_progress_bar_shows_trials_best_and_samples_and_is_off_with_progress_false(trained, capsys) -> None:
+    forget_imp, full_imp, forget_eval, retain_eval = _setup(trained)
+    args = dict(
+        forget_eval=forget_eval, retain_eval=retain_eval, alphas=[1, 10, 100], lams=(1.0,), layer_fallback=False
+    )
+    tune(_copy(trained), forget_imp, full_imp, progress=False, **args)
+    assert "ssd_fast.tune" not in capsys.readouterr().err
+    result = tune(_copy(trained), forget_imp, full_imp, progress=True, **args)
+    err = capsys.readouterr().err
+    assert "ssd_fast.tune" in err and "samples=" in err and f"{len(result.trials)}trial" in err.replace(" ", "")

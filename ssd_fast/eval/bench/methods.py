@@ -230,6 +230,7 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
                 retain_eval=sets.retain_eval,
                 unseen_eval=sets.unseen_eval,
                 eval_limit=c.tune_eval_limit,
+                progress=c.progress,
             )
         )
         return result, t_imp, t_tune
@@ -239,7 +240,7 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
     if result.first_layer is not None:
         chosen += f" from {result.first_layer} on"
     met = "target met" if result.satisfied else "TARGET NOT MET"
-    notes = f"{chosen}; {met} on held-out data; {len(result.trials)} trials"
+    notes = f"{chosen}; {met} on held-out data; {len(result.trials)} trials, {result.samples_scored} images scored"
     return MethodRun(
         model,
         total,
@@ -250,6 +251,7 @@ def run_ssd_tune(ctx: Context) -> MethodRun:
             "alpha": result.alpha,
             "lam": result.lam,
             "trials": len(result.trials),
+            "samples_scored": result.samples_scored,
             "satisfied": result.satisfied,
             "first_layer": result.first_layer,
         },
