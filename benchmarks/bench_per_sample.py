@@ -223,18 +223,10 @@ def child(args: argparse.Namespace) -> dict:
 
 
 # ---- per-layer breakdown -----------------------------------------------------------------
-def layer_breakdown(args: argparse.Namespace) -> list[dict]:
-    """Each conv / token-Linear layer: plain weight gradient, fused rule, torch-path rule."""
-    from ssd_fast.per_sample import _fused
-
-    _fused.CUDA_VERIFIED = args.fused_cuda
-    torch.manual_seed(0)
-    device = torch.device(args.device)
-    model, shape = build(args.model, args)
-    model = model.to(device).eval()
-    batch = args.vit_batch if args.model == "vit_s16" else args.batch
-    x = torch.randn(batch, *shape, device=device)
-    y = torch.randint(0, 100, (batch,), device=device)
+def capture_layers(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor
+) -> list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]:
+    """(name, module, input, output gradient) of every conv and token-Linear layer."""
     seen: dict[str, dict] = {}
 
     def keep(name):
@@ -247,12 +239,33 @@ def layer_breakdown(args: argparse.Namespace) -> list[dict]:
     handles = [
         m.register_forward_hook(keep(n))
         for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d)) or (isinstance(m, nn.Linear))
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
     ]
     with torch.enable_grad():
         F.cross_entropy(model(x), y, reduction="sum").backward()
     for h in handles:
         h.remove()
+    layers = []
+    for name, rec in seen.items():
+        if isinstance(rec["module"], nn.Linear) and rec["x"].dim() == 2:
+            continue  # one row per sample: no per-sample product to fuse
+        layers.append((name, rec["module"], rec["x"], rec["dy"]))
+    return layers
+
+
+def layer_breakdown(args: argparse.Namespace) -> list[dict]:
+    """Each conv / token-Linear layer: plain weight gradient, fused rule, torch-path rule."""
+    from ssd_fast.per_sample import _fused
+
+    _fused.CUDA_VERIFIED = args.fused_cuda
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    model, shape = build(args.model, args)
+    model = model.to(device).eval()
+    batch = args.vit_batch if args.model == "vit_s16" else args.batch
+    x = torch.randn(batch, *shape, device=device)
+    y = torch.randint(0, 100, (batch,), device=device)
+    layers = capture_layers(model, x, y)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def best(fn) -> float:
@@ -267,10 +280,7 @@ def layer_breakdown(args: argparse.Namespace) -> list[dict]:
         return min(times)
 
     rows = []
-    for name, rec in seen.items():
-        m, lx, dy = rec["module"], rec["x"], rec["dy"]
-        if isinstance(m, nn.Linear) and lx.dim() == 2:
-            continue  # one row per sample: already one matmul, no fused op
+    for name, m, lx, dy in layers:
         rows.append(
             {
                 "model": args.model,

@@ -33,11 +33,10 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_per_sample import build  # noqa: E402  (the same models as the per-sample benchmark)
+from bench_per_sample import build, capture_layers  # noqa: E402  (the same models and layers)
 
 from ssd_fast import _ops  # noqa: E402
 from ssd_fast._precision import precision_scope  # noqa: E402
@@ -46,36 +45,6 @@ from ssd_fast.per_sample.rules.conv import conv_rule  # noqa: E402
 from ssd_fast.per_sample.rules.linear import linear_rule  # noqa: E402
 
 PRECISIONS = ("exact", "tf32", "bf16")
-
-
-def capture_layers(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor
-) -> list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]:
-    """(name, module, input, output gradient) of every conv and token-Linear layer."""
-    seen: dict[str, dict] = {}
-
-    def keep(name):
-        def hook(module, inputs, output):
-            seen[name] = {"module": module, "x": inputs[0].detach()}
-            output.register_hook(lambda g: seen[name].__setitem__("dy", g.detach()))
-
-        return hook
-
-    handles = [
-        m.register_forward_hook(keep(n))
-        for n, m in model.named_modules()
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))
-    ]
-    with torch.enable_grad():
-        F.cross_entropy(model(x), y, reduction="sum").backward()
-    for h in handles:
-        h.remove()
-    layers = []
-    for name, rec in seen.items():
-        if isinstance(rec["module"], nn.Linear) and rec["x"].dim() == 2:
-            continue  # one row per sample: no per-sample product to fuse
-        layers.append((name, rec["module"], rec["x"], rec["dy"]))
-    return layers
 
 
 def problem(m: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> tuple[str, tuple[int, int, int, int]]:
