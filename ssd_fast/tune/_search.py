@@ -237,7 +237,9 @@ class _Search:
                 above = None  # the coarse index above, which did not reach the aim
                 for i in reversed(coarse):
                     if self._answer(first_layer, grid[i], lam, self.near_aim):
-                        top = i if above is None else self._flip(first_layer, grid, lam, i, above)
+                        top = (
+                            i if above is None else self._turn(first_layer, grid, lam, [self.near_aim], yes=i, no=above)
+                        )
                         setting = self._probe(first_layer, grid[top], lam, [self.keeps_retain])
                         if setting.answers.get(self.keeps_retain):
                             self._finalist(setting, grid[top], lam)
@@ -247,33 +249,51 @@ class _Search:
             pass
 
     def best_effort(self, stages: Sequence[str | None], grids: dict, lams: Sequence[float]) -> None:
-        """No stage reached the aim. Per stage and lambda, the coarse alphas from the largest
-        down: of those whose forget accuracy is under the bound, the smallest that still keeps
-        retain accuracy (the most forgetting allowed) is a finalist; the scan stops at the
-        first that does not keep it. Where no finalist keeps retain accuracy, the smallest
-        coarse alpha of the first stage and lambda that keeps it is one more."""
+        """No stage reached the aim. Per stage and lambda, the smallest alpha whose forget
+        accuracy is under the bound and that still keeps retain accuracy (the most forgetting
+        allowed) is a finalist. Where no finalist keeps retain accuracy, the same edge without
+        the bound, per lambda of the first stage, gives the finalists, and so does the smallest
+        coarse alpha that keeps retain accuracy: the choice is the one nearest the aim."""
         for first_layer in stages:
-            grid, self._stage_trials = grids[first_layer], 0
-            try:
-                for lam in lams:
-                    kept = None
-                    for i in reversed(self._coarse(len(grid))):
-                        if not self._answer(first_layer, grid[i], lam, self.under_bound):
-                            continue
-                        if not self._answer(first_layer, grid[i], lam, self.keeps_retain):
-                            break
-                        kept = i
-                    if kept is not None:
-                        self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0], grid[kept], lam)
-            except _OutOfTrials:
-                pass
+            self._stage_trials = 0
+            for lam in lams:
+                self._edge_finalist(first_layer, grids[first_layer], lam, self.under_bound)
         if any(t.meets_retain for t in self.finalists):
             return
-        grid, self._stage_trials = grids[stages[0]], 0
+        self._stage_trials = 0
+        for lam in lams:
+            self._edge_finalist(stages[0], grids[stages[0]], lam, None)
+        self._smallest_keeping(stages[0], grids[stages[0]], lams[0])
+
+    def _edge_finalist(self, first_layer, grid: list[float], lam: float, gate: Question | None) -> None:
+        """The coarse alphas are asked from the largest down, skipping those that fail `gate`
+        (when given), until one no longer keeps retain accuracy; bisection between it and the
+        last that kept it finds the turn, which becomes a finalist. A smaller alpha dampens
+        more, so it forgets more and keeps less: the turn is the most forgetting allowed."""
+        questions = [self.keeps_retain] if gate is None else [gate, self.keeps_retain]
+        kept = None
+        try:
+            for i in reversed(self._coarse(len(grid))):
+                if gate is not None and not self._answer(first_layer, grid[i], lam, gate):
+                    continue
+                if self._answer(first_layer, grid[i], lam, self.keeps_retain):
+                    kept = i
+                    continue
+                if kept is not None:
+                    kept = self._turn(first_layer, grid, lam, questions, yes=kept, no=i)
+                break
+        except _OutOfTrials:
+            pass
+        if kept is not None:
+            self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0], grid[kept], lam)
+
+    def _smallest_keeping(self, first_layer, grid: list[float], lam: float) -> None:
+        """The smallest coarse alpha that keeps retain accuracy becomes a finalist: where retain
+        accuracy dips at a large alpha and recovers below it, the edge above stops at the dip."""
         try:
             for i in self._coarse(len(grid)):
-                if self._answer(stages[0], grid[i], lams[0], self.keeps_retain):
-                    self._finalist(self.runner.setting(stages[0], grid[i], lams[0])[0], grid[i], lams[0])
+                if self._answer(first_layer, grid[i], lam, self.keeps_retain):
+                    self._finalist(self.runner.setting(first_layer, grid[i], lam)[0], grid[i], lam)
                     return
         except _OutOfTrials:
             pass
@@ -285,16 +305,16 @@ class _Search:
         picks = list(range(0, n, self.coarse_step))
         return picks if picks[-1] == n - 1 else picks + [n - 1]
 
-    def _flip(self, first_layer, grid, lam, lo: int, hi: int) -> int:
-        """Bisection between grid indices `lo` (reaches the aim) and `hi` (does not): the
-        last index before the answer turns."""
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if self._answer(first_layer, grid[mid], lam, self.near_aim):
-                lo = mid
+    def _turn(self, first_layer, grid, lam, questions: Sequence[Question], yes: int, no: int) -> int:
+        """Bisection between grid indices `yes` (every question answered yes) and `no` (not):
+        the index next to the turn on `yes`'s side. It works in either direction along alpha."""
+        while abs(no - yes) > 1:
+            mid = (yes + no) // 2
+            if all(self._answer(first_layer, grid[mid], lam, q) for q in questions):
+                yes = mid
             else:
-                hi = mid
-        return lo
+                no = mid
+        return yes
 
     def _answer(self, first_layer, alpha, lam, question: Question) -> bool:
         return self._probe(first_layer, alpha, lam, [question]).answers[question]
