@@ -20,12 +20,12 @@ from ssd_fast.tune._trials import EPS, TrialRunner
 from .support import CLASSES, blobs, fit
 
 
-@pytest.fixture(scope="module")
-def case():
-    torch.manual_seed(0)
-    x, y = blobs(600, 1, noise=1.3)
+def _blob_case(seed: int, noise: float):
+    """A small classifier on blobs, class 0 to forget: the model, both importances and both eval sets."""
+    torch.manual_seed(seed)
+    x, y = blobs(600, 1, noise=noise)
     model = fit(nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, CLASSES)), x, y)
-    hx, hy = blobs(1200, 5, noise=1.3)
+    hx, hy = blobs(1200, 5, noise=noise)
     loader = torch.utils.data.DataLoader
     ds = torch.utils.data.TensorDataset
     full = ssd_fast.importance(model, loader(ds(x, y), batch_size=64), progress=False)
@@ -33,6 +33,17 @@ def case():
     forget_eval = loader(ds(hx[hy == 0], hy[hy == 0]), batch_size=100)
     retain_eval = loader(ds(hx[hy != 0], hy[hy != 0]), batch_size=100)
     return model, forget, full, forget_eval, retain_eval
+
+
+@pytest.fixture(scope="module")
+def case():
+    return _blob_case(0, 1.3)
+
+
+@pytest.fixture(scope="module")
+def overlapping():
+    """Blobs that overlap: dampening costs retain accuracy before the class is forgotten."""
+    return _blob_case(1, 1.8)
 
 
 _scores: dict = {}
@@ -92,6 +103,14 @@ def test_every_early_answer_is_the_whole_sets_answer(case, monkeypatch) -> None:
         assert answer == truth, (alpha, lam, question, accuracy)
 
 
+def _tuned(case, lams, **kwargs):
+    """A copy of the case's model tuned over every layer, and tune's result."""
+    model, forget, full, forget_eval, retain_eval = case
+    tuned = copy.deepcopy(model)
+    kwargs = dict(lams=lams, layer_fallback=False, include_auto=False, progress=False) | kwargs
+    return tuned, ssd_fast.tune(tuned, forget, full, forget_eval=forget_eval, retain_eval=retain_eval, **kwargs)
+
+
 def _exhaustive(model, forget, full, grid, lams, sets, floor, target) -> Trial | None:
     trials = []
     for lam in lams:
@@ -106,19 +125,7 @@ def test_choice_equals_exhaustive_scoring_when_every_grid_alpha_is_looked_at(cas
     """With a coarse grid the first look covers every grid alpha, so the choice must be the
     one scoring every setting on the whole sets gives."""
     model, forget, full, forget_eval, retain_eval = case
-    tuned = copy.deepcopy(model)
-    result = ssd_fast.tune(
-        tuned,
-        forget,
-        full,
-        forget_eval=forget_eval,
-        retain_eval=retain_eval,
-        lams=lams,
-        resolution=1.6,
-        layer_fallback=False,
-        include_auto=False,
-        progress=False,
-    )
+    tuned, result = _tuned(case, lams, resolution=1.6)
     sets = _sets(model, forget_eval, retain_eval)
     pairs = [(forget[n], full[n]) for n in forget]
     grid = selection_alphas(pairs, 1.6)
@@ -131,43 +138,14 @@ def test_choice_equals_exhaustive_scoring_when_every_grid_alpha_is_looked_at(cas
     assert result.samples_scored < len(grid) * len(lams) * (sets["forget"].size + sets["retain"].size) / 3
 
 
-@pytest.fixture(scope="module")
-def overlapping():
-    """Blobs that overlap: dampening costs retain accuracy before the class is forgotten."""
-    torch.manual_seed(1)
-    x, y = blobs(600, 1, noise=1.8)
-    model = fit(nn.Sequential(nn.Linear(12, 24), nn.ReLU(), nn.Linear(24, CLASSES)), x, y)
-    hx, hy = blobs(1200, 5, noise=1.8)
-    loader = torch.utils.data.DataLoader
-    ds = torch.utils.data.TensorDataset
-    full = ssd_fast.importance(model, loader(ds(x, y), batch_size=64), progress=False)
-    forget = ssd_fast.importance(model, loader(ds(x[y == 0], y[y == 0]), batch_size=64), progress=False)
-    forget_eval = loader(ds(hx[hy == 0], hy[hy == 0]), batch_size=100)
-    retain_eval = loader(ds(hx[hy != 0], hy[hy != 0]), batch_size=100)
-    return model, forget, full, forget_eval, retain_eval
-
-
 def test_best_effort_is_the_retain_edge_found_between_coarse_alphas(overlapping) -> None:
     """An aim no setting reaches while keeping retain accuracy: the best effort is the most
     forgetting that keeps it, found by bisection between the coarse alphas, and here it is as
     near the aim as scoring every grid setting on the whole sets allows."""
     model, forget, full, forget_eval, retain_eval = overlapping
     lams = (1.0, 0.1)
-    tuned = copy.deepcopy(model)
     with pytest.warns(RuntimeWarning, match="best effort"):
-        result = ssd_fast.tune(
-            tuned,
-            forget,
-            full,
-            forget_eval=forget_eval,
-            retain_eval=retain_eval,
-            target_forget_acc=0.0,
-            max_retain_drop=0.01,
-            lams=lams,
-            layer_fallback=False,
-            include_auto=False,
-            progress=False,
-        )
+        _, result = _tuned(overlapping, lams, target_forget_acc=0.0, max_retain_drop=0.01)
     sets = _sets(model, forget_eval, retain_eval)
     grid = selection_alphas([(forget[n], full[n]) for n in forget])
     floor = result.original_retain_acc - 0.01
