@@ -19,3 +19,34 @@
 #define SSD_FAST_SHARED(type, name, dims) type(&name) dims = ::emu::block_shared<type dims>([] {})
 #define SSD_FAST_DYNAMIC_SHARED(type, name) type* name = ::emu::dynamic_shared<type>()
 #endif
+
+namespace ssd_fast {
+
+// A thread's small array of structs. UBSan checks indices into arrays of scalars, but an
+// array of structs is assigned through a reference, and a reference one past the end is
+// legal to form, so an off-by-one write there lands silently in the next member. The
+// emulator build checks every index here; on the GPU it is a plain array (same registers).
+template <class T, int N>
+struct ThreadArray {
+  T items[N];
+
+  SSD_FAST_HOST_DEVICE T& operator[](int i) {
+    check(i);
+    return items[i];
+  }
+  SSD_FAST_HOST_DEVICE const T& operator[](int i) const {
+    check(i);
+    return items[i];
+  }
+
+ private:
+  SSD_FAST_HOST_DEVICE static void check(int i) {
+#if !defined(__CUDACC__)
+    if (i < 0 || i >= N) ::emu::fail("a thread's array was indexed out of its bounds");
+#else
+    (void)i;
+#endif
+  }
+};
+
+}  // namespace ssd_fast

@@ -133,7 +133,7 @@ template <bool kLFast, class Load>
 struct Stager {
   using Map = StageMap<kLFast>;
   static constexpr bool kAsync = std::is_same_v<typename Load::scalar_type, float>;
-  typename Load::Col cols[Map::kCols];
+  ThreadArray<typename Load::Col, Map::kCols> cols;
   float held[4];
 
   // Cursors at the first slice of a sample.
