@@ -309,9 +309,9 @@ class Importances(Mapping[str, torch.Tensor]):
     ) -> Importances:
         """Read a file written by `save`. Executes no code; checks it against `model` if given.
 
-        Every tensor and the metadata are checked against the checksums `save` recorded;
-        a mismatch is a ValueError naming the damaged part. Files from before checksums
-        were recorded load with a warning.
+        Every tensor (every rank's block, for a sharded folder) and the metadata are
+        checked against the checksums `save` recorded; a mismatch is a ValueError naming
+        the damaged part. Files from before checksums were recorded load with a warning.
 
         A folder written by `save` from sharded importances loads onto `model`'s own
         sharding (DTensor parameters get DTensor importances, reading only this rank's

@@ -7,23 +7,30 @@ each file's header records, for every tensor it holds, the global shape and wher
 block starts, so a rank can load onto any sharding (another world size, or the plain
 model) by reading only the parts of the blocks that overlap its own shard. Each element
 is written once: by the rank that owns it (see _sharded.owns).
+
+Version 2 adds what unsharded files carry (`ssd_fast/_checksums.py`): a SHA-256 of each
+block and of the header's text. A block is read whole and checked the first time any part
+of it is needed; version 1 folders still load, with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from .._checksums import tensor_digest, text_digest
 from ._group import active, barrier
 from ._sharded import fp32_zeros_like, is_dtensor, local, owns
 
 FORMAT = "ssd_fast.importances.sharded"
-VERSION = "1"
+VERSION = "2"
+UNCHECKED_VERSION = "1"  # before checksums: still read, with a warning
 Box = tuple[tuple[int, ...], tuple[int, ...]]  # (global shape, offset of the block)
 
 
@@ -51,11 +58,43 @@ def save_sharded(tensors: dict[str, torch.Tensor], meta: dict, path: str | os.Pa
             blocks[name] = block.detach().to("cpu", torch.float32).contiguous().clone()
             boxes[name] = [list(t.shape), list(offset)]
     header = {"format": FORMAT, "version": VERSION, "meta": json.dumps(meta), "boxes": json.dumps(boxes)}
+    header["header_sha256"] = text_digest(header["meta"] + header["boxes"])
+    header["tensor_sha256"] = json.dumps({name: tensor_digest(block) for name, block in blocks.items()})
     save_file(blocks, os.fspath(folder / f"rank{rank:05d}.safetensors"), metadata=header)
     barrier()
 
 
-def _read_headers(folder: Path) -> list[tuple[Path, dict, dict[str, Box]]]:
+class _File:
+    """One rank's file: its path, metadata, boxes, and (version 2) recorded block checksums."""
+
+    def __init__(self, path: Path, header: dict[str, str]):
+        self.path, self.version = path, header.get("version")
+        if header.get("format") != FORMAT or self.version not in (VERSION, UNCHECKED_VERSION):
+            raise ValueError(
+                f"not written by ssd_fast.distributed.save_sharded (versions {UNCHECKED_VERSION}, {VERSION})"
+            )
+        if self.version == VERSION and header.get("header_sha256") != text_digest(header["meta"] + header["boxes"]):
+            raise ValueError("its header does not match the checksum recorded when it was saved")
+        self.meta = json.loads(header["meta"])
+        self.boxes: dict[str, Box] = {n: (tuple(s), tuple(o)) for n, (s, o) in json.loads(header["boxes"]).items()}
+        self.digests = json.loads(header["tensor_sha256"]) if self.version == VERSION else None
+        if self.digests is not None and set(self.digests) != set(self.boxes):
+            raise ValueError("its list of block checksums does not name the blocks it holds")
+        self.verified: set[str] = set()
+
+    def check(self, f, name: str) -> None:
+        """Read `name`'s whole block once and compare it with its recorded checksum."""
+        if self.digests is None or name in self.verified:
+            return
+        if tensor_digest(f.get_tensor(name)) != self.digests[name]:
+            raise ValueError(
+                f"{os.fspath(self.path)!r} is damaged: block {name!r} does not match the checksum recorded when it "
+                "was saved (its bytes changed); recompute the importances or use an intact copy"
+            )
+        self.verified.add(name)
+
+
+def _read_headers(folder: Path) -> list[_File]:
     from safetensors import safe_open
 
     files = sorted(folder.glob("rank*.safetensors"))
@@ -65,13 +104,17 @@ def _read_headers(folder: Path) -> list[tuple[Path, dict, dict[str, Box]]]:
     for file in files:
         try:
             with safe_open(os.fspath(file), framework="pt") as f:
-                header = f.metadata() or {}
-            if header.get("format") != FORMAT or header.get("version") != VERSION:
-                raise ValueError("not written by ssd_fast.distributed.save_sharded (version 1)")
-            boxes = {n: (tuple(s), tuple(o)) for n, (s, o) in json.loads(header["boxes"]).items()}
-            out.append((file, json.loads(header["meta"]), boxes))
+                out.append(_File(file, f.metadata() or {}))
         except Exception as e:  # safetensors raises several types for a damaged file
             raise ValueError(f"{os.fspath(file)!r} is not a readable sharded importance file ({e})") from e
+    if any(f.digests is None for f in out):
+        warnings.warn(
+            f"{os.fspath(folder)!r} was written by an earlier ssd_fast (sharded importance version "
+            f"{UNCHECKED_VERSION}) and carries no checksums, so damage to its values cannot be detected; "
+            "save it again to add them",
+            UserWarning,
+            stacklevel=4,
+        )
     return out
 
 
@@ -87,18 +130,19 @@ def _target(name: str, shape: tuple[int, ...], param: torch.Tensor | None, devic
     return target, target, (0,) * len(shape)
 
 
-def _fill(block: torch.Tensor, offset: tuple[int, ...], name: str, sources: list[tuple[Path, Box]]) -> int:
+def _fill(block: torch.Tensor, offset: tuple[int, ...], name: str, sources: list[tuple[_File, Box]]) -> int:
     """Copy into `block` every overlapping part of the stored blocks; returns elements copied."""
     from safetensors import safe_open
 
     copied = 0
     for file, (_, src_offset) in sources:
-        with safe_open(os.fspath(file), framework="pt") as f:
+        with safe_open(os.fspath(file.path), framework="pt") as f:
             src_shape = f.get_slice(name).get_shape()
             lo = [max(a, b) for a, b in zip(offset, src_offset)]
             hi = [min(a + n, b + m) for a, n, b, m in zip(offset, block.shape, src_offset, src_shape)]
             if any(h <= low for low, h in zip(lo, hi)) and block.dim():
                 continue
+            file.check(f, name)
             src = tuple(slice(low - b, h - b) for low, h, b in zip(lo, hi, src_offset))
             dst = tuple(slice(low - a, h - a) for low, h, a in zip(lo, hi, offset))
             part = f.get_slice(name)[src] if block.dim() else f.get_tensor(name)
@@ -117,9 +161,9 @@ def load_sharded(
     """
     headers = _read_headers(Path(path))
     params = dict(model.named_parameters()) if model is not None else {}
-    sources: dict[str, list[tuple[Path, Box]]] = {}
-    for file, _, boxes in headers:
-        for name, box in boxes.items():
+    sources: dict[str, list[tuple[_File, Box]]] = {}
+    for file in headers:
+        for name, box in file.boxes.items():
             sources.setdefault(name, []).append((file, box))
     tensors = {}
     for name, parts in sources.items():
@@ -131,4 +175,4 @@ def load_sharded(
                 f"{os.fspath(path)!r} covers {copied} of the {block.numel()} values of {name!r} this rank needs"
             )
         tensors[name] = target
-    return tensors, headers[0][1]
+    return tensors, headers[0].meta
