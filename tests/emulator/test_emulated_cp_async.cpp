@@ -15,15 +15,11 @@
 #include <vector>
 
 #include "../../csrc/cuda/kernels/per_sample_sq.cuh"
+#include "expect.h"
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) ++failures;
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-}
+using emu_test::expect;
 
 struct alignas(16) Row16 {
   float v[4];
@@ -102,6 +98,5 @@ int main() {
   }
   expect(ok, "after wait_all and __syncthreads every thread sees every copy (invalid ones as 0)");
 
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

@@ -19,17 +19,13 @@
 #include <vector>
 
 #include "../../csrc/cuda/kernels/per_sample_sq_mma.cuh"
+#include "expect.h"
 
 namespace {
 
+using emu_test::expect;
+
 using namespace ssd_fast::cuda;
-
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  if (!ok) ++failures;
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-}
 
 uint32_t bits(float v) { return std::bit_cast<uint32_t>(v); }
 float from_bits(uint32_t b) { return std::bit_cast<float>(b); }
@@ -149,6 +145,5 @@ int main() {
   emu::launch(dim3(1), dim3(32), mma_tf32_kernel, a.data(), b.data(), c.data(), d.data(), false);
   expect(d[0] == 1.0f, "mma tf32: the low 13 bits of an unconverted operand are ignored");
 
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

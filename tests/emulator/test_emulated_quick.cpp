@@ -21,17 +21,11 @@
 
 #include "../../csrc/common/ssd_math.h"
 #include "per_sample_cases.h"
+#include "expect.h"
 
 namespace {
 
 using namespace emu_test;
-
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 // One tensor's storage, exactly n elements (plus one leading element when misaligned),
 // from a 64-byte aligned allocation so that `aligned` tensors take the vector path.
@@ -172,6 +166,5 @@ int main() {
   conv_case({"groups2_stride2_dil2_unsliced", 2, 4, 7, 7, 6, 3, 3, 2, 2, 2, 2, 2, 2, 2, false, 1});
   tokens_case({"edge_tiles_K67_O66_T17_unsliced_abs", 2, 17, 67, 66, true, 1, true, 0.5f});
   tokens_case({"B7_slices_2221_empty_last", 7, 3, 4, 5, false, 3});
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

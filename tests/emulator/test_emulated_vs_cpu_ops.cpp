@@ -22,17 +22,11 @@
 #include <vector>
 
 #include "per_sample_cases.h"
+#include "expect.h"
 
 namespace {
 
 using namespace emu_test;
-
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
 
 template <class T>
 c10::ScalarType scalar_type() {
@@ -232,6 +226,5 @@ int main() {
   tokens_vs_cpu<float>({"edge_tiles_K67_O70_T9", 3, 9, 67, 70}, DType::kFloat);
   tokens_vs_cpu<emu::BFloat16>({"long_T300_transposed", 2, 300, 17, 5, true}, DType::kBFloat16);
   tokens_vs_cpu<emu::Half>({"T1_absolute", 6, 1, 5, 7, false, 132, true, 2.0f}, DType::kHalf);
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

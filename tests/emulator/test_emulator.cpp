@@ -15,15 +15,11 @@
 
 #include "../../csrc/cuda/kernels/device_api.h"
 #include "../../csrc/emulator/float16.h"
+#include "expect.h"
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what.c_str());
-  if (!ok) ++failures;
-}
+using emu_test::expect;
 
 // ---- launch geometry ----------------------------------------------------------------
 __global__ void record_indices(int* seen, unsigned* where) {
@@ -306,6 +302,5 @@ int main() {
   test_fp32_intrinsics();
   test_float16();
   test_misuse_stops();
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

@@ -17,15 +17,11 @@
 
 #include "../../csrc/emulator/float16.h"
 #include "emulated_launch.h"
+#include "expect.h"
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const char* what) {
-  std::printf("%s %s\n", ok ? "ok  " : "FAIL", what);
-  if (!ok) ++failures;
-}
+using emu_test::expect;
 
 // Sizes that reach every branch of the chunk and vector logic (kChunk = 8192, kVec = 4).
 std::vector<int64_t> branch_sizes() {
@@ -253,6 +249,5 @@ int main() {
   test_sq_accumulate<emu::Half>("fp16", 0.5f, false);
   test_sq_accumulate<emu::BFloat16>("bf16", 2.0f, true);
   test_sq_accumulate<double>("fp64", 1.0f / 7, false);
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }

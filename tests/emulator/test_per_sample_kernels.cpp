@@ -15,12 +15,12 @@
 #include <vector>
 
 #include "per_sample_cases.h"
+#include "expect.h"
 
 namespace {
 
 using namespace emu_test;
 
-int failures = 0;
 constexpr size_t kGuard = 67;  // floats either side of out, which no kernel may touch
 const float kGuardValue = -1234.5f;
 
@@ -207,6 +207,5 @@ int main() {
   const PerSampleSqPlan empty = plan_per_sample_sq(SqShape{4, 1, 0, 5, 3}, 132);
   if (!empty.empty) ++failures;
   std::printf("%s per-sample plan of O=0 is empty\n", empty.empty ? "ok  " : "FAIL");
-  std::printf("%d failure(s)\n", failures);
-  return failures == 0 ? 0 : 1;
+  return emu_test::finish();
 }
