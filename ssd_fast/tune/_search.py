@@ -249,54 +249,64 @@ class _Search:
             pass
 
     def best_effort(self, stages: Sequence[str | None], grids: dict, lams: Sequence[float]) -> None:
-        """No stage reached the aim. Per stage and lambda, the smallest alpha whose forget
-        accuracy is under the bound and that still keeps retain accuracy (the most forgetting
-        allowed) is a finalist. Where no finalist keeps retain accuracy, the same edge without
-        the bound, per lambda of the first stage, gives the finalists, and so does the smallest
-        coarse alpha that keeps retain accuracy: the choice is the one nearest the aim."""
+        """No stage reached the aim. Per stage and lambda, the smallest coarse alpha whose
+        forget accuracy is under the bound and that keeps retain accuracy (the most forgetting
+        allowed) is a finalist. Where none keeps retain accuracy, the first stage's smallest
+        coarse alpha that keeps it, per lambda, is a candidate instead. The best of them is
+        then refined by bisection down to the grid alpha where the answer turns: one
+        refinement, because each step costs nearly a whole retain set."""
+        gate = [self.under_bound, self.keeps_retain]
+        edges = {}
         for first_layer in stages:
             self._stage_trials = 0
             for lam in lams:
-                self._edge_finalist(first_layer, grids[first_layer], lam, self.under_bound)
+                if edge := self._edge(first_layer, grids[first_layer], lam, gate):
+                    edges[(first_layer, lam)] = edge
+                    self._finalist_at(first_layer, grids[first_layer], lam, edge[0])
         if any(t.meets_retain for t in self.finalists):
+            best = _choose(self.finalists, self.target, self.tolerance)[0]
+            key = (best.first_layer, best.lam)
+        else:
+            self._stage_trials, stage, gate = 0, stages[0], [self.keeps_retain]
+            edges = {(stage, lam): e for lam in lams if (e := self._edge(stage, grids[stage], lam, gate))}
+            if not edges:
+                return
+            key = min(edges, key=lambda k: self._forget_estimate(k[0], grids[stage][edges[k][0]], k[1]))
+        if key not in edges:
             return
-        self._stage_trials = 0
-        for lam in lams:
-            self._edge_finalist(stages[0], grids[stages[0]], lam, None)
-        self._smallest_keeping(stages[0], grids[stages[0]], lams[0])
+        (first_layer, lam), (kept, below) = key, edges[key]
+        if below is not None:
+            try:
+                kept = self._turn(first_layer, grids[first_layer], lam, gate, yes=kept, no=below)
+            except _OutOfTrials:
+                pass
+        self._finalist_at(first_layer, grids[first_layer], lam, kept)
 
-    def _edge_finalist(self, first_layer, grid: list[float], lam: float, gate: Question | None) -> None:
-        """The coarse alphas are asked from the largest down, skipping those that fail `gate`
-        (when given), until one no longer keeps retain accuracy; bisection between it and the
-        last that kept it finds the turn, which becomes a finalist. A smaller alpha dampens
-        more, so it forgets more and keeps less: the turn is the most forgetting allowed."""
-        questions = [self.keeps_retain] if gate is None else [gate, self.keeps_retain]
-        kept = None
-        try:
-            for i in reversed(self._coarse(len(grid))):
-                if gate is not None and not self._answer(first_layer, grid[i], lam, gate):
-                    continue
-                if self._answer(first_layer, grid[i], lam, self.keeps_retain):
-                    kept = i
-                    continue
-                if kept is not None:
-                    kept = self._turn(first_layer, grid, lam, questions, yes=kept, no=i)
-                break
-        except _OutOfTrials:
-            pass
-        if kept is not None:
-            self._finalist(self.runner.setting(first_layer, grid[kept], lam)[0], grid[kept], lam)
-
-    def _smallest_keeping(self, first_layer, grid: list[float], lam: float) -> None:
-        """The smallest coarse alpha that keeps retain accuracy becomes a finalist: where retain
-        accuracy dips at a large alpha and recovers below it, the edge above stops at the dip."""
+    def _edge(self, first_layer, grid: list[float], lam: float, questions: Sequence[Question]):
+        """The first coarse index, from the smallest alpha up, answering yes to every question
+        (asked in order), and the coarse index below it (None at the bottom); None when none
+        does. Small alphas dampen the most and lose retain accuracy: "no" is a cheap answer
+        there, while "yes, retain accuracy is kept" costs nearly the whole retain set. The
+        gate asked first keeps a class the importances cannot reach cheap: its forget
+        accuracy fails the bound on a few samples at every alpha."""
+        below = None
         try:
             for i in self._coarse(len(grid)):
-                if self._answer(first_layer, grid[i], lam, self.keeps_retain):
-                    self._finalist(self.runner.setting(first_layer, grid[i], lam)[0], grid[i], lam)
-                    return
+                if all(self._answer(first_layer, grid[i], lam, q) for q in questions):
+                    return i, below
+                below = i
         except _OutOfTrials:
             pass
+        return None
+
+    def _finalist_at(self, first_layer, grid: list[float], lam: float, i: int) -> None:
+        self._finalist(self.runner.setting(first_layer, grid[i], lam)[0], grid[i], lam)
+
+    def _forget_estimate(self, first_layer, alpha: float, lam: float) -> float:
+        """The forget accuracy scored so far for a setting already asked about (1 if none)."""
+        setting = self.runner.by_request.get((first_layer, alpha, lam))
+        tally = None if setting is None else setting.tallies.get("forget")
+        return 1.0 if tally is None or not tally.samples else tally.accuracy
 
     def _coarse(self, n: int) -> list[int]:
         """Every `coarse_step`-th grid index, the last included: the first look along alpha."""
