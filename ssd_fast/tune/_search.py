@@ -266,7 +266,7 @@ class _Search:
                     self._finalist_at(first_layer, grids[first_layer], lam, edge[0])
         if any(t.meets_retain for t in self.finalists):
             best = _choose(self.finalists, self.target, self.tolerance)[0]
-            key = (best.first_layer, best.lam)
+            key, self._stage_trials = (best.first_layer, best.lam), 0  # the refinement's own trial budget
         else:
             self._stage_trials, stage, gate = 0, stages[0], [self.keeps_retain]
             edges = {(stage, lam): e for lam in lams if (e := self._edge(stage, grids[stage], lam, gate))}
