@@ -9,8 +9,8 @@ model) by reading only the parts of the blocks that overlap its own shard. Each 
 is written once: by the rank that owns it (see _sharded.owns).
 
 Version 2 adds what unsharded files carry (`ssd_fast/_checksums.py`): a SHA-256 of each
-block and of the header's text. A block is read whole and checked the first time any part
-of it is needed; version 1 folders still load, with a warning.
+block and of the header's text. A block any part of which a rank needs is read whole and
+checked before use; version 1 folders still load, with a warning.
 """
 
 from __future__ import annotations
@@ -80,18 +80,20 @@ class _File:
         self.digests = json.loads(header["tensor_sha256"]) if self.version == VERSION else None
         if self.digests is not None and set(self.digests) != set(self.boxes):
             raise ValueError("its list of block checksums does not name the blocks it holds")
-        self.verified: set[str] = set()
 
-    def check(self, f, name: str) -> None:
-        """Read `name`'s whole block once and compare it with its recorded checksum."""
-        if self.digests is None or name in self.verified:
-            return
-        if tensor_digest(f.get_tensor(name)) != self.digests[name]:
+    def part(self, f, name: str, src: tuple[slice, ...]) -> torch.Tensor:
+        """`src` of `name`'s block. A checked file's block is read whole, once per load (each
+        rank's part of each name is filled once), and compared with its recorded checksum
+        before any of it is used; an unchecked one's part is read alone."""
+        if self.digests is None:
+            return f.get_slice(name)[src] if src else f.get_tensor(name)
+        block = f.get_tensor(name)
+        if tensor_digest(block) != self.digests[name]:
             raise ValueError(
                 f"{os.fspath(self.path)!r} is damaged: block {name!r} does not match the checksum recorded when it "
                 "was saved (its bytes changed); recompute the importances or use an intact copy"
             )
-        self.verified.add(name)
+        return block[src]
 
 
 def _read_headers(folder: Path) -> list[_File]:
@@ -142,10 +144,9 @@ def _fill(block: torch.Tensor, offset: tuple[int, ...], name: str, sources: list
             hi = [min(a + n, b + m) for a, n, b, m in zip(offset, block.shape, src_offset, src_shape)]
             if any(h <= low for low, h in zip(lo, hi)) and block.dim():
                 continue
-            file.check(f, name)
             src = tuple(slice(low - b, h - b) for low, h, b in zip(lo, hi, src_offset))
             dst = tuple(slice(low - a, h - a) for low, h, a in zip(lo, hi, offset))
-            part = f.get_slice(name)[src] if block.dim() else f.get_tensor(name)
+            part = file.part(f, name, src)
             block[dst].copy_(part)
             copied += part.numel()
     return copied
