@@ -43,8 +43,9 @@ only the later layers dampened, from each of a few weight layers onwards, shallo
 first, and stops at the first start that does (`_layer_starts.py` says why). When no
 stage does, the best effort per stage and lambda is the smallest coarse alpha that keeps
 retain accuracy, looked for from the smallest alpha up (where "no" is cheap), and the best
-of those is refined by bisection to the grid alpha where retain accuracy turns. The chance bound alone is loose: on Fashion-MNIST it accepted Bag at 8.5%
-forget accuracy with every layer, where dampening from the second conv on reached 0%.
+of those is refined by bisection to the grid alpha where retain accuracy turns. The
+chance bound alone is loose: on Fashion-MNIST it accepted Bag at 8.5% forget accuracy
+with every layer, where dampening from the second conv on reached 0%.
 
 With `mia=MiaTarget(...)`, each accepted finalist is also scored by the paper's
 membership-inference attack, and among the finalists tied on the forget aim the one whose
