@@ -223,6 +223,24 @@ def child(args: argparse.Namespace) -> dict:
 
 
 # ---- per-layer breakdown -----------------------------------------------------------------
+def make_timer(device: torch.device, repeats: int):
+    """best(fn): the fastest of `repeats` timed calls of fn after one warm-up, synchronising the GPU around each."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def best(fn) -> float:
+        fn()
+        times = []
+        for _ in range(max(1, repeats)):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    return best
+
+
 def capture_layers(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor
 ) -> list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]]:
@@ -266,19 +284,7 @@ def layer_breakdown(args: argparse.Namespace) -> list[dict]:
     x = torch.randn(batch, *shape, device=device)
     y = torch.randint(0, 100, (batch,), device=device)
     layers = capture_layers(model, x, y)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(max(1, args.repeats)):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
+    best = make_timer(device, args.repeats)
     rows = []
     for name, m, lx, dy in layers:
         rows.append(

@@ -29,14 +29,13 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_per_sample import build, capture_layers  # noqa: E402  (the same models and layers)
+from bench_per_sample import build, capture_layers, make_timer  # noqa: E402  (the same models, layers and timer)
 
 from ssd_fast import _ops  # noqa: E402
 from ssd_fast._precision import precision_scope  # noqa: E402
@@ -57,23 +56,6 @@ def problem(m: nn.Module, x: torch.Tensor, dy: torch.Tensor) -> tuple[str, tuple
         m.in_channels // m.groups * math.prod(m.kernel_size),
         math.prod(dy.shape[2:]),
     )
-
-
-def make_timer(device: torch.device, repeats: int):
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def best(fn) -> float:
-        fn()
-        times = []
-        for _ in range(max(1, repeats)):
-            sync()
-            t0 = time.perf_counter()
-            fn()
-            sync()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
-    return best
 
 
 def time_layer(m: nn.Module, x: torch.Tensor, dy: torch.Tensor, precision: str, best) -> dict[str, float]:
